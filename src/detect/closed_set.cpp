@@ -1,0 +1,89 @@
+// A closed-set detector behind the Detector interface: phrases -> classes, optional slicing for small objects.
+#include <algorithm>
+#include <cmath>
+#include <map>
+
+#include "detect/detector.hpp"
+#include "text/phrase_matcher.hpp"
+
+namespace maskmaker {
+namespace {
+
+class ClosedSetDetector final : public Detector {
+ public:
+  ClosedSetDetector(std::unique_ptr<ClassDetectorModel> model, std::vector<std::string> names,
+                    const ClosedSetOptions& options)
+      : model_(std::move(model)), names_(std::move(names)), matcher_(names_), options_(options) {}
+
+  DetectorOutput detect(const cv::Mat& bgr, const std::vector<std::string>& phrases, float conf) override {
+    DetectorOutput out;
+    out.colour_hints.resize(phrases.size());
+    std::map<int, size_t> phrase_of_class;  // two phrases naming one class share its instances (first wins)
+    for (size_t i = 0; i < phrases.size(); ++i) {
+      PhraseMatch m = matcher_.match(phrases[i]);
+      if (m.class_id < 0) { out.unmatched.push_back(phrases[i]); continue; }
+      out.colour_hints[i] = m.colour;
+      phrase_of_class.emplace(m.class_id, i);
+    }
+    if (phrase_of_class.empty()) return out;  // nothing to look for: skip the model
+
+    auto keep = [&](const std::vector<ClassBox>& boxes, const cv::Rect& frame, const cv::Rect* inner_edges) {
+      for (const auto& cb : boxes) {
+        auto it = phrase_of_class.find(cb.class_id);
+        if (it == phrase_of_class.end()) continue;
+        Box b{cb.box.x1 + frame.x, cb.box.y1 + frame.y, cb.box.x2 + frame.x, cb.box.y2 + frame.y};
+        if (inner_edges && cut_by_inner_edge(b, frame, bgr.size())) continue;
+        out.candidates.push_back({b, cb.score, it->second, names_[size_t(cb.class_id)]});
+      }
+    };
+    cv::Rect whole(0, 0, bgr.cols, bgr.rows);
+    keep(model_->run(bgr, conf), whole, nullptr);
+    for (const cv::Rect& tile : tiles(bgr.size())) keep(model_->run(bgr(tile), conf), tile, &tile);
+    return out;
+  }
+
+  std::vector<std::string> labels() const override { return names_; }
+  std::string name() const override { return model_->name(); }
+
+ private:
+  std::vector<cv::Rect> tiles(cv::Size size) const {
+    std::vector<cv::Rect> out;
+    int grid = options_.tile_grid;
+    if (grid < 2 || std::min(size.width, size.height) < options_.min_tile_side) return out;
+    int tw = std::min(size.width, int(std::lround(size.width * options_.tile_overlap / grid)));
+    int th = std::min(size.height, int(std::lround(size.height * options_.tile_overlap / grid)));
+    for (int gy = 0; gy < grid; ++gy) {
+      for (int gx = 0; gx < grid; ++gx) {
+        int x = grid == 1 ? 0 : int(std::lround(double(size.width - tw) * gx / (grid - 1)));
+        int y = grid == 1 ? 0 : int(std::lround(double(size.height - th) * gy / (grid - 1)));
+        out.emplace_back(x, y, tw, th);
+      }
+    }
+    return out;
+  }
+
+  // A box touching a crop edge that is not an image edge is probably a cut-off part of a larger object.
+  static bool cut_by_inner_edge(const Box& b, const cv::Rect& tile, cv::Size image) {
+    const float margin = 2.f;
+    if (tile.x > 0 && b.x1 <= tile.x + margin) return true;
+    if (tile.y > 0 && b.y1 <= tile.y + margin) return true;
+    if (tile.x + tile.width < image.width && b.x2 >= tile.x + tile.width - margin) return true;
+    if (tile.y + tile.height < image.height && b.y2 >= tile.y + tile.height - margin) return true;
+    return false;
+  }
+
+  std::unique_ptr<ClassDetectorModel> model_;
+  std::vector<std::string> names_;
+  PhraseMatcher matcher_;
+  ClosedSetOptions options_;
+};
+
+}  // namespace
+
+std::unique_ptr<Detector> make_closed_set_detector(std::unique_ptr<ClassDetectorModel> model,
+                                                   std::vector<std::string> class_names,
+                                                   const ClosedSetOptions& options) {
+  return std::make_unique<ClosedSetDetector>(std::move(model), std::move(class_names), options);
+}
+
+}  // namespace maskmaker

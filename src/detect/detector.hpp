@@ -1,0 +1,71 @@
+// The detector interface that closed-set (COCO) and open-vocabulary (YOLO-World) packs both fit.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <opencv2/core.hpp>
+
+#include "maskmaker/maskmaker.hpp"
+#include "runtime/ort_runtime.hpp"
+
+namespace maskmaker {
+
+struct Candidate {
+  Box box;            // original-image pixels
+  float score = 0;
+  size_t phrase = 0;  // index into the phrases passed to detect()
+  std::string label;  // detector's own name for it
+};
+
+struct DetectorOutput {
+  std::vector<Candidate> candidates;       // every box scoring >= the threshold, before NMS
+  std::vector<std::string> unmatched;      // phrases this detector cannot look for
+  std::vector<std::string> colour_hints;   // per phrase: a colour word to rank instances by ("" = none)
+};
+
+class Detector {
+ public:
+  virtual ~Detector() = default;
+  virtual DetectorOutput detect(const cv::Mat& bgr, const std::vector<std::string>& phrases, float conf_thresh) = 0;
+  virtual std::vector<std::string> labels() const { return {}; }  // closed-set class names
+  virtual std::string name() const = 0;
+};
+
+// ---- closed-set models: an image in, class-scored boxes out.
+struct ClassBox {
+  Box box;
+  float score = 0;
+  int class_id = 0;
+};
+
+class ClassDetectorModel {
+ public:
+  virtual ~ClassDetectorModel() = default;
+  // Every (box, class) scoring >= conf_thresh, in original-image pixels.
+  virtual std::vector<ClassBox> run(const cv::Mat& bgr, float conf_thresh) = 0;
+  virtual int num_classes() const = 0;
+  virtual std::string name() const = 0;
+};
+
+std::unique_ptr<ClassDetectorModel> make_yolox(const std::string& path, const rt::SessionConfig& config);
+std::unique_ptr<ClassDetectorModel> make_picodet(const std::string& path, const rt::SessionConfig& config);
+
+struct ClosedSetOptions {
+  // Slicing: besides the full image, run the detector on a grid x grid of overlapping crops (each side
+  // `tile_overlap` x 1/grid of the image) so that small objects are seen at a higher resolution. 0/1 = off.
+  int tile_grid = 0;
+  float tile_overlap = 1.25f;
+  int min_tile_side = 0;  // images whose shorter side is below this are not sliced
+};
+
+// Maps prompt phrases onto the model's classes (see text/phrase_matcher.hpp) and keeps their boxes.
+std::unique_ptr<Detector> make_closed_set_detector(std::unique_ptr<ClassDetectorModel> model,
+                                                   std::vector<std::string> class_names,
+                                                   const ClosedSetOptions& options);
+
+// The 80 COCO class names in the order both bundled detectors use.
+const std::vector<std::string>& coco80_names();
+
+}  // namespace maskmaker

@@ -1,0 +1,66 @@
+#include "pipeline/model_pack.hpp"
+
+#include <filesystem>
+#include <fstream>
+
+#include <spdlog/spdlog.h>
+
+namespace fs = std::filesystem;
+
+namespace maskmaker {
+namespace {
+
+std::string file_entry(const nlohmann::json& entry, const std::string& dir, bool verify, const std::string& what) {
+  if (!entry.is_object() || !entry.contains("path") || !entry["path"].is_string())
+    throw Error(ErrorCode::ModelError, "pack.json in " + dir + ": '" + what + "' needs a \"path\"");
+  std::string path = resolve_pack_path(dir, entry["path"].get<std::string>());
+  rt::verify_model_file(path, verify ? entry.value("sha256", std::string()) : std::string());
+  return path;
+}
+
+}  // namespace
+
+std::string resolve_pack_path(const std::string& dir, const std::string& path) {
+  fs::path p(path);
+  if (p.is_absolute()) return p.lexically_normal().string();
+  return (fs::path(dir) / p).lexically_normal().string();
+}
+
+std::unique_ptr<Detector> make_detector(const nlohmann::json& manifest, const std::string& dir,
+                                        const rt::SessionConfig& config, bool verify) {
+  const auto& det = manifest.at("detector");
+  std::string kind = det.value("kind", std::string());
+  std::string path = file_entry(det, dir, verify, "detector");
+  ClosedSetOptions options;
+  options.tile_grid = det.value("tile_grid", 0);
+  options.tile_overlap = det.value("tile_overlap", 1.25f);
+  options.min_tile_side = det.value("min_tile_side", 0);
+  std::vector<std::string> classes = coco80_names();
+  if (det.contains("classes") && det["classes"].is_array()) classes = det["classes"].get<std::vector<std::string>>();
+  if (kind == "picodet") return make_closed_set_detector(make_picodet(path, config), classes, options);
+  if (kind == "yolox") return make_closed_set_detector(make_yolox(path, config), classes, options);
+  throw Error(ErrorCode::ModelError, "pack.json in " + dir + ": unknown detector kind '" + kind +
+                                         "' (expected picodet or yolox)");
+}
+
+ModelPack load_model_pack(const std::string& dir, const rt::SessionConfig& config, bool verify) {
+  fs::path manifest_path = fs::path(dir) / "pack.json";
+  std::ifstream in(manifest_path);
+  if (!in) throw Error(ErrorCode::ModelError, "no model pack at " + dir + " (missing pack.json)");
+  ModelPack pack;
+  pack.dir = fs::absolute(dir).lexically_normal().string();
+  pack.manifest = nlohmann::json::parse(in, nullptr, false);
+  if (pack.manifest.is_discarded() || !pack.manifest.is_object())
+    throw Error(ErrorCode::ModelError, manifest_path.string() + " is not a JSON object");
+  pack.name = pack.manifest.value("name", fs::path(pack.dir).filename().string());
+  if (!pack.manifest.contains("detector") || !pack.manifest.contains("segmenter"))
+    throw Error(ErrorCode::ModelError, manifest_path.string() + " must name a \"detector\" and a \"segmenter\"");
+  pack.detector = make_detector(pack.manifest, pack.dir, config, verify);
+  const auto& seg = pack.manifest["segmenter"];
+  std::string encoder = file_entry(seg.value("encoder", nlohmann::json()), pack.dir, verify, "segmenter.encoder");
+  std::string decoder = file_entry(seg.value("decoder", nlohmann::json()), pack.dir, verify, "segmenter.decoder");
+  pack.segmenter = std::make_unique<SamSegmenter>(encoder, decoder, config);
+  return pack;
+}
+
+}  // namespace maskmaker

@@ -1,0 +1,287 @@
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <cstdlib>
+#include <filesystem>
+#include <functional>
+#include <unistd.h>
+
+#include <opencv2/imgproc.hpp>
+#include <spdlog/spdlog.h>
+
+#include "detect/geometry.hpp"
+#include "maskmaker/maskmaker.hpp"
+#include "pipeline/colour.hpp"
+#include "pipeline/lru_cache.hpp"
+#include "pipeline/model_pack.hpp"
+
+namespace fs = std::filesystem;
+
+namespace maskmaker {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+
+std::string lower_trim(std::string_view s) {
+  size_t b = 0, e = s.size();
+  while (b < e && std::isspace(static_cast<unsigned char>(s[b]))) ++b;
+  while (e > b && std::isspace(static_cast<unsigned char>(s[e - 1]))) --e;
+  std::string out(s.substr(b, e - b));
+  return out;
+}
+
+// Content hash of the decoded pixels: the image-embedding cache key.
+struct PixelKey {
+  size_t hash = 0;
+  int w = 0, h = 0;
+  bool operator==(const PixelKey&) const = default;
+};
+struct PixelKeyHash {
+  size_t operator()(const PixelKey& k) const { return k.hash ^ (size_t(k.w) << 20) ^ size_t(k.h); }
+};
+
+PixelKey pixel_key(const cv::Mat& bgr) {
+  cv::Mat c = bgr.isContinuous() ? bgr : bgr.clone();
+  std::string_view bytes(reinterpret_cast<const char*>(c.data), c.total() * c.elemSize());
+  return PixelKey{std::hash<std::string_view>{}(bytes), c.cols, c.rows};
+}
+
+class PipelineImpl final : public Pipeline {
+ public:
+  PipelineImpl(ModelPack pack, const PipelineOptions& options)
+      : pack_(std::move(pack)), embeddings_(options.image_cache_entries) {}
+
+  MaskResult run(const cv::Mat& bgr, std::string_view prompt, const MaskParams& params) override {
+    validate(params);
+    if (bgr.empty() || bgr.type() != CV_8UC3) throw Error(ErrorCode::BadImage, "image is empty or not 8-bit colour", "image");
+    MaskResult result;
+    result.width = bgr.cols;
+    result.height = bgr.rows;
+    result.phrases = split_prompt(prompt);
+    if (result.phrases.empty()) throw Error(ErrorCode::InvalidArgument, "prompt is empty: give one or more phrases separated by commas", "prompt");
+    if (result.phrases.size() > kMaxPhrases)
+      throw Error(ErrorCode::InvalidArgument, "prompt has " + std::to_string(result.phrases.size()) +
+                                                  " phrases; at most " + std::to_string(kMaxPhrases) + " are allowed", "prompt");
+    std::vector<std::string> queries = result.phrases;
+    const size_t n_positive = queries.size();
+    for (const auto& neg : params.negative_phrases) {
+      std::string n = lower_trim(neg);
+      if (!n.empty()) queries.push_back(n);
+    }
+
+    // Detect, then NMS per phrase.
+    auto t = Clock::now();
+    DetectorOutput det = pack_.detector->detect(bgr, queries, params.confidence_thresh);
+    for (const auto& u : det.unmatched) {
+      if (std::find(result.phrases.begin(), result.phrases.end(), u) != result.phrases.end())
+        result.unmatched.push_back(u);
+    }
+    std::vector<Candidate> kept;
+    for (size_t p = 0; p < queries.size(); ++p) {
+      std::vector<Box> boxes;
+      std::vector<float> scores;
+      std::vector<const Candidate*> refs;
+      for (const auto& c : det.candidates) {
+        if (c.phrase != p) continue;
+        boxes.push_back(c.box);
+        scores.push_back(c.score);
+        refs.push_back(&c);
+      }
+      for (size_t i : nms(boxes, scores, params.iou_thresh)) kept.push_back(*refs[i]);
+    }
+    std::stable_sort(kept.begin(), kept.end(), [](const Candidate& a, const Candidate& b) { return a.score > b.score; });
+    {
+      size_t positives = 0;
+      std::vector<Candidate> capped;
+      for (auto& c : kept) {
+        bool positive = c.phrase < n_positive;
+        if (positive && positives >= size_t(params.max_detections)) continue;
+        positives += positive;
+        capped.push_back(std::move(c));
+      }
+      kept.swap(capped);
+    }
+    result.times.detect_ms = ms_since(t);
+
+    cv::Mat union_mask = cv::Mat::zeros(bgr.size(), CV_8UC1);
+    if (!kept.empty()) {
+      t = Clock::now();
+      PixelKey key = pixel_key(bgr);
+      std::shared_ptr<const ImageEmbedding> embedding;
+      if (auto cached = embeddings_.get(key)) {
+        embedding = *cached;
+        result.image_cache_hit = true;
+      } else {
+        embedding = pack_.segmenter->encode(bgr);
+        embeddings_.put(key, embedding);
+      }
+      result.times.encode_ms = ms_since(t);
+
+      t = Clock::now();
+      std::vector<Instance> positives, negatives;
+      for (const auto& c : kept) {
+        Instance inst;
+        inst.phrase = c.phrase < n_positive ? result.phrases[c.phrase] : queries[c.phrase];
+        inst.label = c.label;
+        inst.score = c.score;
+        inst.box = c.box;
+        inst.mask = pack_.segmenter->segment_box(*embedding, c.box);
+        inst.area = cv::countNonZero(inst.mask);
+        inst.negative = c.phrase >= n_positive;
+        (inst.negative ? negatives : positives).push_back(std::move(inst));
+      }
+      result.times.segment_ms = ms_since(t);
+
+      t = Clock::now();
+      apply_colour_hints(bgr, det.colour_hints, result.phrases, positives);
+      for (const auto& inst : positives) cv::bitwise_or(union_mask, inst.mask, union_mask);
+      for (const auto& inst : negatives) union_mask.setTo(0, inst.mask);
+      result.instances = std::move(positives);
+      for (auto& n : negatives) result.instances.push_back(std::move(n));
+    } else {
+      t = Clock::now();
+    }
+    cv::Mat mask = grow_mask(union_mask, params.grow_mask);
+    if (params.feather > 0) mask = feather_mask(mask, params.feather);
+    if (params.invert_mask) mask = invert_mask(mask);
+    result.mask = mask;
+    result.times.post_ms = ms_since(t);
+    return result;
+  }
+
+  std::string pack_name() const override { return pack_.name; }
+  std::string pack_dir() const override { return pack_.dir; }
+  std::vector<std::string> detector_labels() const override { return pack_.detector->labels(); }
+  CacheStats cache_stats() const override {
+    CacheStats s;
+    s.image_hits = embeddings_.hits();
+    s.image_misses = embeddings_.misses();
+    return s;
+  }
+
+ private:
+  static constexpr size_t kMaxPhrases = 64;
+
+  // "white horse": keep the instances whose mask is mostly white, best first; if none is, keep them all.
+  static void apply_colour_hints(const cv::Mat& bgr, const std::vector<std::string>& hints,
+                                 const std::vector<std::string>& phrases, std::vector<Instance>& instances) {
+    cv::Mat hsv;
+    for (size_t p = 0; p < phrases.size() && p < hints.size(); ++p) {
+      if (hints[p].empty()) continue;
+      if (hsv.empty()) cv::cvtColor(bgr, hsv, cv::COLOR_BGR2HSV);
+      std::vector<float> fraction(instances.size(), -1.f);
+      float best = 0.f;
+      for (size_t i = 0; i < instances.size(); ++i) {
+        if (instances[i].phrase != phrases[p]) continue;
+        fraction[i] = colour_fraction(hsv, instances[i].mask, hints[p]);
+        best = std::max(best, fraction[i]);
+      }
+      if (best < kMinColourShare) continue;
+      std::vector<Instance> kept;
+      for (size_t i = 0; i < instances.size(); ++i) {
+        if (fraction[i] >= 0.f && fraction[i] < std::max(kMinColourShare, 0.5f * best)) continue;
+        kept.push_back(std::move(instances[i]));
+      }
+      instances.swap(kept);
+    }
+  }
+  static constexpr float kMinColourShare = 0.15f;
+
+  ModelPack pack_;
+  LruCache<PixelKey, std::shared_ptr<const ImageEmbedding>, PixelKeyHash> embeddings_;
+};
+
+}  // namespace
+
+const char* error_code_name(ErrorCode code) {
+  switch (code) {
+    case ErrorCode::InvalidArgument: return "invalid_argument";
+    case ErrorCode::UnsupportedImage: return "unsupported_image";
+    case ErrorCode::BadImage: return "bad_image";
+    case ErrorCode::ImageTooLarge: return "image_too_large";
+    case ErrorCode::PayloadTooLarge: return "payload_too_large";
+    case ErrorCode::ForbiddenUrl: return "forbidden_url";
+    case ErrorCode::FetchFailed: return "fetch_failed";
+    case ErrorCode::Timeout: return "timeout";
+    case ErrorCode::NotReady: return "not_ready";
+    case ErrorCode::Overloaded: return "overloaded";
+    case ErrorCode::Unauthorized: return "unauthorized";
+    case ErrorCode::Forbidden: return "forbidden";
+    case ErrorCode::NoCredits: return "no_credits";
+    case ErrorCode::RateLimited: return "rate_limited";
+    case ErrorCode::NotFound: return "not_found";
+    case ErrorCode::ModelError: return "model_error";
+    default: return "internal";
+  }
+}
+
+void validate(const MaskParams& p) {
+  auto unit = [](float v, const char* name) {
+    if (!(v >= 0.f && v <= 1.f))
+      throw Error(ErrorCode::InvalidArgument, std::string(name) + " must be a number between 0 and 1", name);
+  };
+  unit(p.confidence_thresh, "confidence_thresh");
+  unit(p.iou_thresh, "iou_thresh");
+  if (p.grow_mask < -100 || p.grow_mask > 100)
+    throw Error(ErrorCode::InvalidArgument, "grow_mask must be an integer between -100 and 100", "grow_mask");
+  if (p.max_detections < 0 || p.max_detections > 1000)
+    throw Error(ErrorCode::InvalidArgument, "max_detections must be an integer between 0 and 1000", "max_detections");
+  if (p.feather < 0 || p.feather > 100)
+    throw Error(ErrorCode::InvalidArgument, "feather must be an integer between 0 and 100", "feather");
+}
+
+std::vector<std::string> split_prompt(std::string_view prompt) {
+  std::vector<std::string> out;
+  size_t start = 0;
+  while (start <= prompt.size()) {
+    size_t comma = prompt.find(',', start);
+    if (comma == std::string_view::npos) comma = prompt.size();
+    std::string phrase = lower_trim(prompt.substr(start, comma - start));
+    // Collapse inner whitespace runs; merge duplicates case-insensitively.
+    std::string clean;
+    bool space = false;
+    for (char ch : phrase) {
+      if (std::isspace(static_cast<unsigned char>(ch))) { space = true; continue; }
+      if (space && !clean.empty()) clean += ' ';
+      space = false;
+      clean += char(std::tolower(static_cast<unsigned char>(ch)));
+    }
+    if (!clean.empty() && std::find(out.begin(), out.end(), clean) == out.end()) out.push_back(clean);
+    start = comma + 1;
+  }
+  return out;
+}
+
+MaskResult Pipeline::run(const DecodedImage& image, std::string_view prompt, const MaskParams& params) {
+  return run(image.bgr, prompt, params);
+}
+
+std::string default_models_dir() {
+  if (const char* env = std::getenv("MASKMAKER_MODELS"); env && *env) return env;
+  // Beside the binary: <prefix>/bin/maskmaker -> <prefix>/share/maskmaker/models/default, or the source tree's
+  // models/default for a binary in build/.
+  std::error_code ec;
+  fs::path exe = fs::read_symlink("/proc/self/exe", ec);
+  if (!ec) {
+    for (fs::path candidate : {exe.parent_path().parent_path() / "models" / "default",
+                               exe.parent_path().parent_path() / "share" / "maskmaker" / "models" / "default"}) {
+      if (fs::exists(candidate / "pack.json")) return candidate.lexically_normal().string();
+    }
+  }
+  return "models/default";
+}
+
+std::unique_ptr<Pipeline> Pipeline::load(const PipelineOptions& options) {
+  std::string dir = options.models_dir.empty() ? default_models_dir() : options.models_dir;
+  rt::SessionConfig config{options.threads, options.device};
+  auto t = Clock::now();
+  ModelPack pack = load_model_pack(dir, config, options.verify_checksums);
+  spdlog::info("model pack '{}' loaded from {} in {:.0f} ms (detector {})", pack.name, pack.dir, ms_since(t),
+               pack.detector->name());
+  return std::make_unique<PipelineImpl>(std::move(pack), options);
+}
+
+std::string version() { return "0.1.0"; }
+
+}  // namespace maskmaker

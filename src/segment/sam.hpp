@@ -1,0 +1,41 @@
+// SAM-family box-prompted segmenter: one image encoding, one decoder call per box.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <vector>
+
+#include <opencv2/core.hpp>
+
+#include "maskmaker/maskmaker.hpp"
+#include "runtime/ort_runtime.hpp"
+
+namespace maskmaker {
+
+struct ImageEmbedding {
+  std::vector<float> data;  // [1, C, h, w]
+  std::vector<int64_t> shape;
+  cv::Size original;        // image size the embedding was made from
+  float scale = 1.f;        // original -> encoder frame (longest side = encoder input side)
+};
+
+class SamSegmenter {
+ public:
+  SamSegmenter(const std::string& encoder_path, const std::string& decoder_path, const rt::SessionConfig& config);
+
+  std::shared_ptr<const ImageEmbedding> encode(const cv::Mat& bgr);
+  // The object's mask inside `box` (original pixels): CV_8UC1 0/255 of the original size.
+  // `predicted_iou` receives the decoder's own quality estimate.
+  cv::Mat segment_box(const ImageEmbedding& embedding, const Box& box, float* predicted_iou = nullptr);
+
+  int input_side() const { return side_; }
+
+ private:
+  std::unique_ptr<Ort::Session> encoder_, decoder_;
+  std::string enc_in_, enc_out_;
+  int side_ = 1024;
+  bool has_low_res_ = false;
+  std::vector<std::string> dec_inputs_;
+};
+
+}  // namespace maskmaker

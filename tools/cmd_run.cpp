@@ -1,0 +1,150 @@
+// maskmaker run: masks for files, folders and globs; one failed file is reported and the rest go on.
+#include <algorithm>
+#include <chrono>
+#include <filesystem>
+#include <fstream>
+#include <glob.h>
+#include <iostream>
+#include <set>
+#include <unistd.h>
+
+#include <nlohmann/json.hpp>
+#include <spdlog/spdlog.h>
+
+#include "commands.hpp"
+
+namespace fs = std::filesystem;
+
+namespace maskmaker::cli {
+namespace {
+
+bool is_image_name(const fs::path& p) {
+  static const std::set<std::string> exts = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"};
+  std::string e = p.extension().string();
+  std::transform(e.begin(), e.end(), e.begin(), ::tolower);
+  return exts.count(e) > 0;
+}
+
+// Files as given; folders walked recursively for image files; glob patterns expanded. Missing paths are
+// returned too so that they are reported as failures.
+std::vector<fs::path> expand_inputs(const std::vector<std::string>& inputs) {
+  std::vector<fs::path> out;
+  for (const auto& in : inputs) {
+    std::error_code ec;
+    if (fs::is_directory(in, ec)) {
+      std::vector<fs::path> found;
+      for (auto& e : fs::recursive_directory_iterator(in, fs::directory_options::skip_permission_denied, ec))
+        if (e.is_regular_file() && is_image_name(e.path())) found.push_back(e.path());
+      std::sort(found.begin(), found.end());
+      out.insert(out.end(), found.begin(), found.end());
+    } else if (!fs::exists(in, ec) && in.find_first_of("*?[") != std::string::npos) {
+      glob_t g{};
+      if (glob(in.c_str(), 0, nullptr, &g) == 0)
+        for (size_t i = 0; i < g.gl_pathc; ++i) out.emplace_back(g.gl_pathv[i]);
+      else
+        out.emplace_back(in);
+      globfree(&g);
+    } else {
+      out.emplace_back(in);
+    }
+  }
+  return out;
+}
+
+nlohmann::json instances_json(const MaskResult& r) {
+  nlohmann::json list = nlohmann::json::array();
+  for (const auto& inst : r.instances) {
+    list.push_back({{"phrase", inst.phrase}, {"label", inst.label}, {"score", inst.score},
+                    {"box", {inst.box.x1, inst.box.y1, inst.box.x2, inst.box.y2}}, {"area", inst.area},
+                    {"negative", inst.negative}});
+  }
+  return list;
+}
+
+void progress(size_t done, size_t total, const std::string& name, size_t failed) {
+  const int width = 30;
+  int filled = total ? int(width * done / total) : width;
+  std::cerr << "\r[" << std::string(size_t(filled), '#') << std::string(size_t(width - filled), ' ') << "] " << done
+            << "/" << total;
+  if (failed) std::cerr << " (" << failed << " failed)";
+  std::cerr << " " << name.substr(0, 40) << "\033[K" << std::flush;
+}
+
+}  // namespace
+
+void register_run(CLI::App& root, CommonOptions& common) {
+  struct RunOptions {
+    std::string prompt;
+    std::vector<std::string> inputs;
+    std::string out = "out";
+    bool return_mask = false;
+    bool json = false;
+    bool quiet = false;
+    MaskParams params;
+  };
+  auto opts = std::make_shared<RunOptions>();
+  CLI::App* run = root.add_subcommand("run", "Mask images, folders or globs and write the results to --out");
+  run->add_option("--prompt,-p", opts->prompt, "What to find, phrases separated by commas")->required();
+  run->add_option("inputs", opts->inputs, "Image files, folders or glob patterns")->required();
+  run->add_option("--out,-o", opts->out, "Output folder (created)")->capture_default_str();
+  run->add_flag("--return-mask", opts->return_mask, "Write the mask PNG instead of the annotated image");
+  run->add_flag("--json", opts->json, "Also write <name>.json with every instance (phrase, score, box, area)");
+  run->add_flag("--quiet,-q", opts->quiet, "No progress bar");
+  add_common_options(*run, common);
+  add_mask_options(*run, opts->params);
+  run->callback([opts, &common] {
+    validate(opts->params);
+    if (split_prompt(opts->prompt).empty()) throw Error(ErrorCode::InvalidArgument, "--prompt is empty");
+    std::vector<fs::path> files = expand_inputs(opts->inputs);
+    if (files.empty()) throw Error(ErrorCode::InvalidArgument, "no input images found");
+    fs::create_directories(opts->out);
+    auto pipeline = load_pipeline(common);
+    const bool bar = !opts->quiet && isatty(STDERR_FILENO);
+    std::set<std::string> used_names;
+    size_t failed = 0, done = 0;
+    for (const auto& file : files) {
+      if (bar) progress(done, files.size(), file.filename().string(), failed);
+      try {
+        auto started = std::chrono::steady_clock::now();
+        DecodedImage image = load_image_file(file.string());
+        MaskResult r = pipeline->run(image, opts->prompt, opts->params);
+        std::string stem = file.stem().string();
+        for (int k = 2; used_names.count(stem); ++k) stem = file.stem().string() + "_" + std::to_string(k);
+        used_names.insert(stem);
+        std::vector<uint8_t> bytes;
+        std::string ext;
+        if (opts->return_mask) { bytes = encode_png(r.mask); ext = ".png"; }
+        else if (image.format == ImageFormat::Jpeg) { bytes = encode_jpeg(annotate(image.bgr, r)); ext = ".jpg"; }
+        else { bytes = encode_png(annotate(image.bgr, r)); ext = ".png"; }
+        fs::path target = fs::path(opts->out) / (stem + ext);
+        std::ofstream(target, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+        if (opts->json) {
+          nlohmann::json j = {{"file", file.string()}, {"output", target.string()}, {"width", r.width},
+                              {"height", r.height}, {"phrases", r.phrases}, {"unmatched", r.unmatched},
+                              {"instances", instances_json(r)}};
+          std::ofstream(fs::path(opts->out) / (stem + ".json")) << j.dump(2) << "\n";
+        }
+        double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
+        if (!bar && !opts->quiet) {
+          std::cerr << file.string() << " -> " << target.string() << " (" << r.instances.size() << " instances, "
+                    << int(ms) << " ms)";
+          if (!r.unmatched.empty()) {
+            std::cerr << " unmatched:";
+            for (auto& u : r.unmatched) std::cerr << " '" << u << "'";
+          }
+          std::cerr << "\n";
+        }
+      } catch (const std::exception& e) {
+        ++failed;
+        if (bar) std::cerr << "\r\033[K";
+        std::cerr << "error: " << file.string() << ": " << e.what() << "\n";
+      }
+      ++done;
+    }
+    if (bar) { progress(done, files.size(), "", failed); std::cerr << "\n"; }
+    std::cerr << done - failed << " of " << done << " images done" << (failed ? ", " + std::to_string(failed) + " failed" : "") << "\n";
+    exit_code() = failed ? 1 : 0;
+  });
+}
+
+}  // namespace maskmaker::cli
