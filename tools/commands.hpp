@@ -25,5 +25,6 @@ void register_run(CLI::App& root, CommonOptions& common);
 void register_bench(CLI::App& root, CommonOptions& common);
 void register_serve(CLI::App& root, CommonOptions& common);
 void register_keys(CLI::App& root);
+void register_models(CLI::App& root, CommonOptions& common);
 
 }  // namespace maskmaker::cli

@@ -57,6 +57,7 @@ int main(int argc, char** argv) {
   register_serve(app, common);
   register_bench(app, common);
   register_keys(app);
+  register_models(app, common);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
