@@ -1,0 +1,187 @@
+#include "server/keys_db.hpp"
+
+#include <memory>
+
+#include <openssl/evp.h>
+#include <openssl/rand.h>
+#include <sqlite3.h>
+
+#include "maskmaker/maskmaker.hpp"
+
+namespace maskmaker::server {
+namespace {
+
+std::string hex(const unsigned char* p, size_t n) {
+  static const char* d = "0123456789abcdef";
+  std::string s;
+  for (size_t i = 0; i < n; ++i) { s += d[p[i] >> 4]; s += d[p[i] & 15]; }
+  return s;
+}
+
+struct Stmt {
+  sqlite3_stmt* s = nullptr;
+  Stmt(sqlite3* db, const char* sql) {
+    if (sqlite3_prepare_v2(db, sql, -1, &s, nullptr) != SQLITE_OK)
+      throw Error(ErrorCode::Internal, std::string("keys database: ") + sqlite3_errmsg(db));
+  }
+  ~Stmt() { sqlite3_finalize(s); }
+  Stmt& bind(int i, int64_t v) { sqlite3_bind_int64(s, i, v); return *this; }
+  Stmt& bind(int i, const std::string& v) { sqlite3_bind_text(s, i, v.c_str(), int(v.size()), SQLITE_TRANSIENT); return *this; }
+  Stmt& bind(int i, const std::optional<int64_t>& v) {
+    if (v) sqlite3_bind_int64(s, i, *v); else sqlite3_bind_null(s, i);
+    return *this;
+  }
+  int step() { return sqlite3_step(s); }
+};
+
+std::optional<int64_t> opt_int(sqlite3_stmt* s, int col) {
+  if (sqlite3_column_type(s, col) == SQLITE_NULL) return std::nullopt;
+  return sqlite3_column_int64(s, col);
+}
+std::string text(sqlite3_stmt* s, int col) {
+  auto p = sqlite3_column_text(s, col);
+  return p ? reinterpret_cast<const char*>(p) : "";
+}
+
+constexpr const char* kColumns = "id, name, prefix, credits, used, disabled, rate_per_minute, endpoints, created_at";
+
+KeyRecord read_record(sqlite3_stmt* s) {
+  KeyRecord r;
+  r.id = sqlite3_column_int64(s, 0);
+  r.name = text(s, 1);
+  r.prefix = text(s, 2);
+  r.credits = opt_int(s, 3);
+  r.used = sqlite3_column_int64(s, 4);
+  r.disabled = sqlite3_column_int64(s, 5) != 0;
+  r.rate_per_minute = opt_int(s, 6);
+  r.endpoints = text(s, 7);
+  r.created_at = text(s, 8);
+  return r;
+}
+
+}  // namespace
+
+std::string KeysDb::hash_key(const std::string& key) {
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int len = 0;
+  EVP_Digest(key.data(), key.size(), digest, &len, EVP_sha256(), nullptr);
+  return hex(digest, len);
+}
+
+KeysDb::KeysDb(const std::string& path) {
+  if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK) {
+    std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
+    sqlite3_close(db_);
+    db_ = nullptr;
+    throw Error(ErrorCode::InvalidArgument, "cannot open keys database " + path + ": " + msg);
+  }
+  sqlite3_busy_timeout(db_, 5000);
+  exec("PRAGMA journal_mode=WAL");
+  exec("PRAGMA synchronous=NORMAL");
+  exec(R"(CREATE TABLE IF NOT EXISTS keys (
+          id INTEGER PRIMARY KEY AUTOINCREMENT,
+          name TEXT NOT NULL,
+          key_hash TEXT NOT NULL UNIQUE,
+          prefix TEXT NOT NULL,
+          credits INTEGER,
+          used INTEGER NOT NULL DEFAULT 0,
+          disabled INTEGER NOT NULL DEFAULT 0,
+          rate_per_minute INTEGER,
+          endpoints TEXT NOT NULL DEFAULT '*',
+          created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')))");
+  exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
+  exec("INSERT INTO schema_version (version) SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM schema_version)");
+}
+
+KeysDb::~KeysDb() { sqlite3_close(db_); }
+
+void KeysDb::exec(const char* sql) {
+  char* err = nullptr;
+  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
+    std::string msg = err ? err : "unknown error";
+    sqlite3_free(err);
+    throw Error(ErrorCode::Internal, "keys database: " + msg);
+  }
+}
+
+std::pair<std::string, KeyRecord> KeysDb::add(const std::string& name, std::optional<int64_t> credits,
+                                              std::optional<int64_t> rate, const std::string& endpoints) {
+  unsigned char random[24];
+  if (RAND_bytes(random, sizeof random) != 1) throw Error(ErrorCode::Internal, "no randomness for a new key");
+  std::string key = "mk_" + hex(random, sizeof random);
+  std::lock_guard lock(mutex_);
+  Stmt st(db_, "INSERT INTO keys (name, key_hash, prefix, credits, rate_per_minute, endpoints) VALUES (?, ?, ?, ?, ?, ?)");
+  st.bind(1, name).bind(2, hash_key(key)).bind(3, key.substr(0, 7)).bind(4, credits).bind(5, rate).bind(6, endpoints);
+  if (st.step() != SQLITE_DONE) throw Error(ErrorCode::Internal, std::string("keys database: ") + sqlite3_errmsg(db_));
+  int64_t id = sqlite3_last_insert_rowid(db_);
+  Stmt q(db_, (std::string("SELECT ") + kColumns + " FROM keys WHERE id = ?").c_str());
+  q.bind(1, id);
+  q.step();
+  return {key, read_record(q.s)};
+}
+
+std::optional<KeyRecord> KeysDb::find_by_key(const std::string& plain_key) {
+  std::lock_guard lock(mutex_);
+  Stmt q(db_, (std::string("SELECT ") + kColumns + " FROM keys WHERE key_hash = ?").c_str());
+  q.bind(1, hash_key(plain_key));
+  if (q.step() != SQLITE_ROW) return std::nullopt;
+  return read_record(q.s);
+}
+
+std::optional<KeyRecord> KeysDb::find(const std::string& id_or_name) {
+  std::lock_guard lock(mutex_);
+  Stmt q(db_, (std::string("SELECT ") + kColumns + " FROM keys WHERE CAST(id AS TEXT) = ?1 OR name = ?1 ORDER BY id LIMIT 1").c_str());
+  q.bind(1, id_or_name);
+  if (q.step() != SQLITE_ROW) return std::nullopt;
+  return read_record(q.s);
+}
+
+std::vector<KeyRecord> KeysDb::list() {
+  std::lock_guard lock(mutex_);
+  Stmt q(db_, (std::string("SELECT ") + kColumns + " FROM keys ORDER BY id").c_str());
+  std::vector<KeyRecord> out;
+  while (q.step() == SQLITE_ROW) out.push_back(read_record(q.s));
+  return out;
+}
+
+bool KeysDb::set_disabled(int64_t id, bool disabled) {
+  std::lock_guard lock(mutex_);
+  Stmt st(db_, "UPDATE keys SET disabled = ? WHERE id = ?");
+  st.bind(1, int64_t(disabled)).bind(2, id).step();
+  return sqlite3_changes(db_) == 1;
+}
+
+std::optional<int64_t> KeysDb::add_credits(int64_t id, int64_t amount) {
+  std::lock_guard lock(mutex_);
+  Stmt st(db_, "UPDATE keys SET credits = MAX(0, COALESCE(credits, 0) + ?) WHERE id = ? RETURNING credits");
+  st.bind(1, amount).bind(2, id);
+  if (st.step() != SQLITE_ROW) return std::nullopt;
+  return sqlite3_column_int64(st.s, 0);
+}
+
+bool KeysDb::set_unlimited(int64_t id) {
+  std::lock_guard lock(mutex_);
+  Stmt st(db_, "UPDATE keys SET credits = NULL WHERE id = ?");
+  st.bind(1, id).step();
+  return sqlite3_changes(db_) == 1;
+}
+
+bool KeysDb::consume(int64_t id, std::optional<int64_t>& remaining) {
+  std::lock_guard lock(mutex_);
+  // One statement: the check and the decrement are atomic, also across processes sharing the file.
+  Stmt st(db_, "UPDATE keys SET credits = CASE WHEN credits IS NULL THEN NULL ELSE credits - 1 END, used = used + 1 "
+               "WHERE id = ? AND disabled = 0 AND (credits IS NULL OR credits > 0) RETURNING credits");
+  st.bind(1, id);
+  if (st.step() != SQLITE_ROW) return false;
+  remaining = opt_int(st.s, 0);
+  return true;
+}
+
+size_t KeysDb::active_count() {
+  std::lock_guard lock(mutex_);
+  Stmt q(db_, "SELECT COUNT(*) FROM keys WHERE disabled = 0");
+  q.step();
+  return size_t(sqlite3_column_int64(q.s, 0));
+}
+
+}  // namespace maskmaker::server

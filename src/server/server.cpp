@@ -1,0 +1,481 @@
+#include "server/server.hpp"
+
+#include <csignal>
+#include <pthread.h>
+
+#include <atomic>
+#include <chrono>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <random>
+#include <set>
+#include <sstream>
+#include <thread>
+
+#include <httplib.h>
+#include <nlohmann/json.hpp>
+#include <prometheus/counter.h>
+#include <prometheus/gauge.h>
+#include <prometheus/histogram.h>
+#include <prometheus/registry.h>
+#include <prometheus/text_serializer.h>
+#include <spdlog/spdlog.h>
+
+#include "server/admission.hpp"
+#include "server/api.hpp"
+#include "server/base64.hpp"
+#include "server/http_errors.hpp"
+#include "server/keys_db.hpp"
+#include "server/rate_limit.hpp"
+#include "server/request.hpp"
+#include "server/web_assets.hpp"
+
+namespace maskmaker::server {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+using nlohmann::json;
+
+double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
+
+std::string new_request_id() {
+  static std::atomic<uint64_t> counter{0};
+  static const uint64_t salt = std::random_device{}();
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%08llx%06llx", (unsigned long long)(salt & 0xffffffff),
+                (unsigned long long)(++counter & 0xffffff));
+  return buf;
+}
+
+// What one request did, for its log line and metrics; filled by the handler, read by the logger (same thread).
+struct RequestLog {
+  std::string id;
+  std::string key_id = "-";
+  std::string route;
+  StageTimes times;
+  double fetch_ms = 0;
+  int detections = -1;
+  std::string error;
+};
+thread_local RequestLog t_log;
+
+void set_json_error(httplib::Response& res, int status, const std::string& message) {
+  res.status = status;
+  res.set_content(json{{"error", message}}.dump(), "application/json");
+}
+
+const char* default_message(int status) {
+  switch (status) {
+    case 400: return "bad request";
+    case 404: return "not found: see /openapi.json for the API";
+    case 405: return "method not allowed";
+    case 413: return "request body is larger than the server's limit";
+    case 414: return "request URI is too long";
+    case 415: return "unsupported media type";
+    case 431: return "request headers are too large";
+    case 500: return "internal server error";
+    case 503: return "service unavailable";
+    default: return "request failed";
+  }
+}
+
+struct Metrics {
+  prometheus::Registry registry;
+  prometheus::Family<prometheus::Counter>& requests = prometheus::BuildCounter()
+      .Name("maskmaker_requests_total").Help("HTTP requests by route and status").Register(registry);
+  prometheus::Family<prometheus::Histogram>& latency = prometheus::BuildHistogram()
+      .Name("maskmaker_request_duration_seconds").Help("Request latency by route").Register(registry);
+  prometheus::Family<prometheus::Histogram>& stages = prometheus::BuildHistogram()
+      .Name("maskmaker_stage_duration_seconds").Help("Pipeline stage latency").Register(registry);
+  prometheus::Family<prometheus::Gauge>& gauges = prometheus::BuildGauge()
+      .Name("maskmaker_inference").Help("Inference slots: state=active|queued").Register(registry);
+  prometheus::Family<prometheus::Counter>& cache = prometheus::BuildCounter()
+      .Name("maskmaker_cache_events_total").Help("Embedding cache hits and misses").Register(registry);
+  prometheus::Family<prometheus::Gauge>& ready = prometheus::BuildGauge()
+      .Name("maskmaker_ready").Help("1 once the models are loaded").Register(registry);
+  prometheus::Gauge& active = gauges.Add({{"state", "active"}});
+  prometheus::Gauge& queued = gauges.Add({{"state", "queued"}});
+  std::mutex cache_mutex;
+  CacheStats last_cache;
+
+  static const prometheus::Histogram::BucketBoundaries& buckets() {
+    static const prometheus::Histogram::BucketBoundaries b = {0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+                                                              0.5, 1, 2.5, 5, 10, 30};
+    return b;
+  }
+  void observe_stage(const char* stage, double ms) {
+    if (ms > 0) stages.Add({{"stage", stage}}, buckets()).Observe(ms / 1000.0);
+  }
+  void sync_cache(const CacheStats& now) {
+    std::lock_guard lock(cache_mutex);
+    cache.Add({{"cache", "image"}, {"event", "hit"}}).Increment(double(now.image_hits - last_cache.image_hits));
+    cache.Add({{"cache", "image"}, {"event", "miss"}}).Increment(double(now.image_misses - last_cache.image_misses));
+    cache.Add({{"cache", "text"}, {"event", "hit"}}).Increment(double(now.text_hits - last_cache.text_hits));
+    cache.Add({{"cache", "text"}, {"event", "miss"}}).Increment(double(now.text_misses - last_cache.text_misses));
+    last_cache = now;
+  }
+};
+
+class Service {
+ public:
+  explicit Service(const ServerConfig& config)
+      : config_(config), admission_(config.max_concurrent, config.queue_length) {
+    if (!config.keys_db.empty()) {
+      keys_ = std::make_unique<KeysDb>(config.keys_db);
+      if (keys_->active_count() == 0)
+        spdlog::warn("keys database {} holds no active key: every API call will get 401 until one is added "
+                     "(maskmaker keys add)", config.keys_db);
+    } else {
+      spdlog::warn("no keys database configured: open access, no credits or rate limits (use --keys-db)");
+    }
+    fetch_limits_.allow_private = config.allow_private_urls;
+    fetch_limits_.total_timeout_ms = config.fetch_timeout_ms;
+    fetch_limits_.connect_timeout_ms = std::min(config.fetch_timeout_ms, 5000L);
+    fetch_limits_.max_bytes = config.fetch_max_bytes;
+    metrics_.ready.Add({}).Set(0);
+  }
+
+  void load_models() {
+    auto t = Clock::now();
+    try {
+      pipeline_ = Pipeline::load(config_.pipeline);
+      ready_.store(true);
+      metrics_.ready.Add({}).Set(1);
+      spdlog::info("ready: models loaded in {:.0f} ms", ms_since(t));
+    } catch (const std::exception& e) {
+      load_error_ = e.what();
+      spdlog::critical("cannot load models: {}", e.what());
+      failed_.store(true);
+    }
+  }
+  bool failed() const { return failed_.load(); }
+
+  void install(httplib::Server& svr) {
+    // Known paths and their methods: anything else on them is 405 with Allow.
+    static const std::map<std::string, std::string> allowed = {
+        {"/v1/inpaint-mask-maker", "POST, OPTIONS"}, {"/v1/masks", "POST, OPTIONS"}, {"/healthz", "GET, HEAD"},
+        {"/readyz", "GET, HEAD"}, {"/metrics", "GET, HEAD"}, {"/openapi.json", "GET, HEAD"}, {"/", "GET, HEAD"}};
+    svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
+      t_log = RequestLog{};
+      t_log.id = new_request_id();
+      t_log.route = req.path;
+      res.set_header("X-Request-Id", t_log.id);
+      res.set_header("Access-Control-Allow-Origin", "*");
+      res.set_header("Access-Control-Expose-Headers",
+                     "X-Detections, X-Inference-Time-Ms, X-Unmatched-Phrases, X-Request-Id, x-credits-consumed, "
+                     "x-remaining-credits, Retry-After");
+      auto it = allowed.find(req.path);
+      bool web_asset = web_asset_for(req.path) != nullptr;
+      if (it == allowed.end() && !web_asset) return httplib::Server::HandlerResponse::Unhandled;
+      const std::string& methods = it != allowed.end() ? it->second : std::string("GET, HEAD");
+      if (req.method == "OPTIONS" && methods.find("OPTIONS") != std::string::npos) {
+        res.status = 204;
+        res.set_header("Allow", methods);
+        res.set_header("Access-Control-Allow-Methods", methods);
+        res.set_header("Access-Control-Allow-Headers", "Content-Type, x-api-key");
+        res.set_header("Access-Control-Max-Age", "600");
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      if (methods.find(req.method) == std::string::npos) {
+        res.set_header("Allow", methods);
+        set_json_error(res, 405, "method " + req.method + " is not allowed on " + req.path + "; allowed: " + methods);
+        return httplib::Server::HandlerResponse::Handled;
+      }
+      return httplib::Server::HandlerResponse::Unhandled;
+    });
+
+    svr.Post("/v1/inpaint-mask-maker", [this](const httplib::Request& req, httplib::Response& res) {
+      handle_mask(req, res, Endpoint::Compatible);
+    });
+    svr.Post("/v1/masks", [this](const httplib::Request& req, httplib::Response& res) {
+      handle_mask(req, res, Endpoint::Native);
+    });
+    svr.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
+      res.set_content(R"({"status":"ok"})", "application/json");
+    });
+    svr.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
+      if (ready_) {
+        res.set_content(json{{"status", "ready"}, {"pack", pipeline_->pack_name()}}.dump(), "application/json");
+      } else {
+        res.set_header("Retry-After", "2");
+        set_json_error(res, 503, failed_ ? "models failed to load: " + load_error_ : "models are loading");
+      }
+    });
+    svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
+      if (pipeline_) metrics_.sync_cache(pipeline_->cache_stats());
+      metrics_.active.Set(admission_.active());
+      metrics_.queued.Set(admission_.waiting());
+      prometheus::TextSerializer serializer;
+      res.set_content(serializer.Serialize(metrics_.registry.Collect()), "text/plain; version=0.0.4");
+    });
+    svr.Get("/openapi.json", [](const httplib::Request&, httplib::Response& res) {
+      const WebAsset* doc = web_asset_for("/openapi.json");
+      if (doc) res.set_content(std::string(doc->data, doc->size), doc->content_type);
+      else set_json_error(res, 404, "no OpenAPI document was built into this binary");
+    });
+    svr.Get(R"(/(|[A-Za-z0-9_\-]+\.(?:html|js|css|svg|png|ico)))", [](const httplib::Request& req, httplib::Response& res) {
+      const WebAsset* asset = web_asset_for(req.path);
+      if (!asset) return set_json_error(res, 404, "not found: " + req.path);
+      res.set_header("Cache-Control", "no-cache");
+      res.set_content(std::string(asset->data, asset->size), asset->content_type);
+    });
+
+    svr.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+      if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
+      std::string message = default_message(res.status);
+      if (res.status == 404) message = "not found: " + req.path + " (see /openapi.json for the API)";
+      set_json_error(res, res.status, message);
+      return httplib::Server::HandlerResponse::Handled;
+    }));
+    svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+      try {
+        if (ep) std::rethrow_exception(ep);
+      } catch (const std::exception& e) {
+        spdlog::error("request {}: unhandled exception: {}", t_log.id, e.what());
+      } catch (...) {
+        spdlog::error("request {}: unhandled exception", t_log.id);
+      }
+      set_json_error(res, 500, "internal error (request id " + t_log.id + ")");
+    });
+    svr.set_logger([this](const httplib::Request& req, const httplib::Response& res) { log_request(req, res); });
+  }
+
+ private:
+  void log_request(const httplib::Request& req, const httplib::Response& res) {
+    const RequestLog& l = t_log;
+    std::string route = l.route.empty() ? req.path : l.route;
+    if (route.rfind("/v1/", 0) != 0 && route != "/healthz" && route != "/readyz" && route != "/metrics" &&
+        route != "/openapi.json")
+      route = web_asset_for(route) ? "web" : "other";  // bounded label set
+    metrics_.requests.Add({{"route", route}, {"status", std::to_string(res.status)}}).Increment();
+    double total_ms = l.times.total_ms() + l.fetch_ms;
+    if (route.rfind("/v1/", 0) == 0) {
+      metrics_.latency.Add({{"route", route}}, Metrics::buckets()).Observe(total_ms / 1000.0);
+      metrics_.observe_stage("fetch", l.fetch_ms);
+      metrics_.observe_stage("decode", l.times.decode_ms);
+      metrics_.observe_stage("detect", l.times.detect_ms);
+      metrics_.observe_stage("encode", l.times.encode_ms);
+      metrics_.observe_stage("segment", l.times.segment_ms);
+      metrics_.observe_stage("post", l.times.post_ms);
+      metrics_.observe_stage("output", l.times.output_ms);
+      spdlog::info("request id={} key={} {} {} status={} in={}B out={}B detections={} fetch_ms={:.1f} "
+                   "decode_ms={:.1f} detect_ms={:.1f} encode_ms={:.1f} segment_ms={:.1f} post_ms={:.1f} "
+                   "output_ms={:.1f}{}{}",
+                   l.id, l.key_id, req.method, req.path, res.status, req.body.size(), res.body.size(),
+                   l.detections, l.fetch_ms, l.times.decode_ms, l.times.detect_ms, l.times.encode_ms,
+                   l.times.segment_ms, l.times.post_ms, l.times.output_ms, l.error.empty() ? "" : " error=",
+                   l.error.empty() ? "" : json(l.error).dump());
+    } else if (res.status >= 400) {
+      spdlog::info("request id={} {} {} status={}", l.id, req.method, req.path, res.status);
+    }
+  }
+
+  void fail(httplib::Response& res, const Error& e) {
+    int status = http_status(e.code());
+    std::string message = e.what();
+    if (status == 500) {
+      spdlog::error("request {}: {}", t_log.id, e.what());
+      message = "internal error (request id " + t_log.id + ")";
+    }
+    if (e.code() == ErrorCode::NotReady || e.code() == ErrorCode::Overloaded) res.set_header("Retry-After", "2");
+    t_log.error = message;
+    set_json_error(res, status, message);
+  }
+
+  // Checks the key: 401 missing/unknown, 403 disabled or not allowed here, 429 over its rate, 406 no credits.
+  std::optional<KeyRecord> authorise(const httplib::Request& req, httplib::Response& res, const std::string& path) {
+    if (!keys_) return std::nullopt;
+    std::string key = req.get_header_value("x-api-key");
+    if (key.empty()) throw Error(ErrorCode::Unauthorized, "missing x-api-key header");
+    auto record = keys_->find_by_key(key);
+    if (!record) throw Error(ErrorCode::Unauthorized, "unknown API key");
+    t_log.key_id = std::to_string(record->id);
+    if (record->disabled) throw Error(ErrorCode::Forbidden, "this API key is disabled");
+    if (record->endpoints != "*") {
+      std::set<std::string> allowed;
+      std::stringstream ss(record->endpoints);
+      for (std::string p; std::getline(ss, p, ',');) allowed.insert(p);
+      if (!allowed.count(path)) throw Error(ErrorCode::Forbidden, "this API key is not allowed to call " + path);
+    }
+    double rate = record->rate_per_minute ? double(*record->rate_per_minute) : config_.rate_limit_per_minute;
+    if (int64_t wait = rate_limiter_.take(record->id, rate, std::max(1.0, config_.rate_burst))) {
+      res.set_header("Retry-After", std::to_string(wait));
+      throw Error(ErrorCode::RateLimited, "rate limit exceeded for this API key: retry in " + std::to_string(wait) + " s");
+    }
+    if (record->credits && *record->credits <= 0)
+      throw Error(ErrorCode::NoCredits, "this API key has no credits left");
+    return record;
+  }
+
+  void handle_mask(const httplib::Request& req, httplib::Response& res, Endpoint endpoint) {
+    const auto received = Clock::now();
+    try {
+      if (!ready_) throw Error(ErrorCode::NotReady, failed_ ? "models failed to load; see the server log" : "the server is starting: models are loading");
+      std::string content_type = req.get_header_value("Content-Type");
+      std::string ct_lower = content_type;
+      std::transform(ct_lower.begin(), ct_lower.end(), ct_lower.begin(), ::tolower);
+      bool is_json = ct_lower.rfind("application/json", 0) == 0 || ct_lower.find("+json") != std::string::npos;
+      bool is_multipart = ct_lower.rfind("multipart/form-data", 0) == 0;
+      if (!is_json && !is_multipart) {
+        res.status = 415;
+        res.set_content(json{{"error", "Content-Type must be application/json or multipart/form-data, not '" +
+                                           (content_type.empty() ? std::string("(none)") : content_type) + "'"}}.dump(),
+                        "application/json");
+        return;
+      }
+      auto key = authorise(req, res, req.path);
+      MaskRequest request;
+      std::vector<uint8_t> image_bytes;
+      if (is_multipart) {
+        json fields = json::object();
+        for (const auto& [name, part] : req.files) {
+          if (name == "image" && (!part.filename.empty() || part.content_type.rfind("image/", 0) == 0)) continue;
+          const std::string& v = part.content;
+          json parsed = json::parse(v, nullptr, false);
+          // Form fields are text: numbers and booleans are read as JSON, anything else stays a string.
+          fields[name] = (!parsed.is_discarded() && (parsed.is_number() || parsed.is_boolean() || parsed.is_array())) ? parsed : json(v);
+        }
+        if (req.has_file("image")) {
+          const auto& part = req.get_file_value("image");
+          if (!part.filename.empty() || part.content_type.rfind("image/", 0) == 0) {
+            image_bytes.assign(part.content.begin(), part.content.end());
+            fields["image"] = "uploaded";
+          }
+        }
+        request = parse_mask_request(fields, endpoint);
+      } else {
+        request = parse_mask_request(std::string_view(req.body), endpoint);
+      }
+      if (image_bytes.empty()) {
+        auto t = Clock::now();
+        image_bytes = resolve_image_bytes(request.image, fetch_limits_);
+        t_log.fetch_ms = ms_since(t);
+      }
+
+      auto deadline = received + std::chrono::milliseconds(config_.request_timeout_ms);
+      switch (admission_.enter(deadline)) {
+        case Admission::Result::QueueFull:
+          throw Error(ErrorCode::Overloaded, "the server is busy (queue full): retry shortly");
+        case Admission::Result::TimedOut:
+          throw Error(ErrorCode::Timeout, "the request waited longer than " + std::to_string(config_.request_timeout_ms) + " ms for a free worker");
+        case Admission::Result::ShuttingDown:
+          throw Error(ErrorCode::NotReady, "the server is shutting down");
+        case Admission::Result::Admitted: break;
+      }
+      AdmissionSlot slot(admission_);
+      auto t = Clock::now();
+      DecodeLimits limits;
+      limits.max_pixels = config_.max_pixels;
+      DecodedImage image = decode_image(image_bytes, limits);
+      double decode_ms = ms_since(t);
+      MaskResult result = pipeline_->run(image, request.prompt, request.params);
+      result.times.decode_ms = decode_ms;
+      t = Clock::now();
+      ApiResponse answer = endpoint == Endpoint::Compatible ? compatible_response(image, result, request)
+                                                            : native_response(image, result, request);
+      result.times.output_ms = ms_since(t);
+      t_log.times = result.times;
+      t_log.detections = int(std::count_if(result.instances.begin(), result.instances.end(),
+                                           [](const Instance& i) { return !i.negative; }));
+
+      if (key) {
+        std::optional<int64_t> remaining;
+        if (!keys_->consume(key->id, remaining)) throw Error(ErrorCode::NoCredits, "this API key has no credits left");
+        res.set_header("x-credits-consumed", "1");
+        res.set_header("x-remaining-credits", remaining ? std::to_string(*remaining) : std::string("unlimited"));
+      }
+      double infer_ms = result.times.total_ms() - result.times.output_ms;
+      res.set_header("X-Detections", std::to_string(t_log.detections));
+      char ms[32];
+      std::snprintf(ms, sizeof ms, "%.1f", infer_ms);
+      res.set_header("X-Inference-Time-Ms", ms);
+      if (!result.unmatched.empty()) {
+        std::string list;
+        for (size_t i = 0; i < result.unmatched.size(); ++i) list += (i ? "," : "") + header_safe(result.unmatched[i]);
+        res.set_header("X-Unmatched-Phrases", list);
+      }
+      if (answer.json_body) {
+        (*answer.json_body)["infer_time_ms"] = std::round(infer_ms * 10) / 10;
+        res.set_content(answer.json_body->dump(), "application/json");
+      } else {
+        res.set_content(std::string(answer.bytes.begin(), answer.bytes.end()), answer.content_type);
+      }
+      res.status = 200;
+    } catch (const Error& e) {
+      fail(res, e);
+    } catch (const std::bad_alloc&) {
+      fail(res, Error(ErrorCode::Overloaded, "the server ran out of memory for this request"));
+    } catch (const cv::Exception& e) {
+      fail(res, Error(ErrorCode::Internal, std::string("OpenCV: ") + e.what()));
+    } catch (const std::exception& e) {
+      fail(res, Error(ErrorCode::Internal, e.what()));
+    }
+  }
+
+  ServerConfig config_;
+  Admission admission_;
+  RateLimiter rate_limiter_;
+  FetchLimits fetch_limits_;
+  std::unique_ptr<KeysDb> keys_;
+  std::unique_ptr<Pipeline> pipeline_;
+  std::atomic<bool> ready_{false}, failed_{false};
+  std::string load_error_;
+  Metrics metrics_;
+};
+
+}  // namespace
+
+int run_server(const ServerConfig& config) {
+  // Signals are taken by one thread with sigwait, so block them before any other thread exists.
+  sigset_t signals;
+  sigemptyset(&signals);
+  sigaddset(&signals, SIGTERM);
+  sigaddset(&signals, SIGINT);
+  pthread_sigmask(SIG_BLOCK, &signals, nullptr);
+  std::signal(SIGPIPE, SIG_IGN);
+
+  Service service(config);
+  httplib::Server svr;
+  svr.set_tcp_nodelay(true);  // cpp-httplib leaves it off: tens of ms per keep-alive request otherwise
+  svr.set_payload_max_length(config.max_body_bytes);
+  svr.set_read_timeout(30, 0);
+  svr.set_write_timeout(30, 0);
+  svr.set_keep_alive_timeout(5);
+  const size_t workers = size_t(config.max_concurrent + config.queue_length + 8);
+  svr.new_task_queue = [workers] { return new httplib::ThreadPool(workers); };
+  service.install(svr);
+
+  if (!svr.bind_to_port(config.host, config.port)) {
+    spdlog::critical("cannot listen on {}:{} (address in use or not available)", config.host, config.port);
+    return 1;
+  }
+  spdlog::info("maskmaker {} listening on http://{}:{}", version(), config.host, config.port);
+
+  std::atomic<bool> stopping{false};
+  std::thread signal_thread([&] {
+    int sig = 0;
+    sigwait(&signals, &sig);
+    if (stopping.exchange(true)) return;
+    spdlog::info("signal {} received: no new connections, finishing requests in flight", sig);
+    svr.stop();
+  });
+  std::thread loader([&] {
+    service.load_models();
+    if (service.failed() && !stopping.exchange(true)) svr.stop();
+  });
+
+  svr.listen_after_bind();  // returns once stopped and every worker has finished its request
+  loader.join();
+  if (!stopping.exchange(true)) {
+    pthread_kill(signal_thread.native_handle(), SIGTERM);
+  } else {
+    // The signal thread may still sit in sigwait if the loader stopped us: wake it.
+    pthread_kill(signal_thread.native_handle(), SIGTERM);
+  }
+  signal_thread.join();
+  spdlog::info("stopped");
+  return service.failed() ? 1 : 0;
+}
+
+}  // namespace maskmaker::server

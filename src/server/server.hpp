@@ -1,0 +1,31 @@
+// maskmaker serve: the hosted "Inpaint Mask Maker" API and the native API over HTTP.
+#pragma once
+
+#include <string>
+
+#include "maskmaker/maskmaker.hpp"
+
+namespace maskmaker::server {
+
+struct ServerConfig {
+  std::string host = "127.0.0.1";
+  int port = 8080;
+  PipelineOptions pipeline;
+  int max_concurrent = 1;          // inferences at once (each uses `threads` intra-op threads)
+  int queue_length = 32;           // requests waiting for a slot; beyond -> 503
+  size_t max_body_bytes = 32 * 1024 * 1024;
+  int64_t max_pixels = 50'000'000;
+  long fetch_timeout_ms = 15000;
+  size_t fetch_max_bytes = 20 * 1024 * 1024;
+  long request_timeout_ms = 60000;  // waiting for a slot past this -> 504
+  std::string keys_db;              // empty = open access
+  double rate_limit_per_minute = 0; // default per-key rate (0 = unlimited); a key's own rate overrides it
+  double rate_burst = 10;
+  bool allow_private_urls = false;
+  std::string public_url;           // for absolute URLs in answers; default from Host
+};
+
+// Runs until SIGTERM/SIGINT; returns the process exit code.
+int run_server(const ServerConfig& config);
+
+}  // namespace maskmaker::server

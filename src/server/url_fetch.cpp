@@ -1,0 +1,200 @@
+#include "server/url_fetch.hpp"
+
+#include <arpa/inet.h>
+#include <netdb.h>
+#include <sys/socket.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <memory>
+
+#include <curl/curl.h>
+
+#include "maskmaker/maskmaker.hpp"
+
+namespace maskmaker::server {
+namespace {
+
+bool in_v4(uint32_t ip, const char* net, int bits) {
+  in_addr a{};
+  inet_pton(AF_INET, net, &a);
+  uint32_t n = ntohl(a.s_addr);
+  uint32_t mask = bits == 0 ? 0 : ~uint32_t(0) << (32 - bits);
+  return (ip & mask) == (n & mask);
+}
+
+std::string v4_reason(uint32_t ip) {
+  if (in_v4(ip, "0.0.0.0", 8)) return "unspecified/this-network";
+  if (in_v4(ip, "127.0.0.0", 8)) return "loopback";
+  if (in_v4(ip, "10.0.0.0", 8) || in_v4(ip, "172.16.0.0", 12) || in_v4(ip, "192.168.0.0", 16)) return "private";
+  if (in_v4(ip, "169.254.0.0", 16)) return ip == 0xA9FEA9FE ? "cloud metadata" : "link-local";
+  if (in_v4(ip, "100.64.0.0", 10)) return "shared/carrier-grade NAT";
+  if (in_v4(ip, "192.0.0.0", 24)) return "IETF protocol assignment";
+  if (in_v4(ip, "198.18.0.0", 15)) return "benchmarking";
+  if (in_v4(ip, "224.0.0.0", 4)) return "multicast";
+  if (in_v4(ip, "240.0.0.0", 4)) return "reserved/broadcast";
+  return "";
+}
+
+struct CurlUrl {
+  CURLU* h = curl_url();
+  ~CurlUrl() { curl_url_cleanup(h); }
+  std::string get(CURLUPart part, unsigned flags = 0) const {
+    char* v = nullptr;
+    if (curl_url_get(h, part, &v, flags) != CURLUE_OK || !v) return "";
+    std::string s(v);
+    curl_free(v);
+    return s;
+  }
+};
+
+struct Parsed {
+  std::string scheme, host, port, url;
+};
+
+Parsed parse_url(const std::string& url) {
+  CurlUrl u;
+  if (curl_url_set(u.h, CURLUPART_URL, url.c_str(), 0) != CURLUE_OK)
+    throw Error(ErrorCode::ForbiddenUrl, "image URL is not a valid URL", "image");
+  Parsed p;
+  p.scheme = u.get(CURLUPART_SCHEME);
+  std::transform(p.scheme.begin(), p.scheme.end(), p.scheme.begin(), ::tolower);
+  if (p.scheme != "http" && p.scheme != "https")
+    throw Error(ErrorCode::ForbiddenUrl, "image URL scheme '" + p.scheme + "' is not allowed: use http or https", "image");
+  p.host = u.get(CURLUPART_HOST);
+  p.port = u.get(CURLUPART_PORT, CURLU_DEFAULT_PORT);
+  p.url = u.get(CURLUPART_URL);
+  if (p.host.empty()) throw Error(ErrorCode::ForbiddenUrl, "image URL has no host", "image");
+  return p;
+}
+
+// Resolves the host and returns one address that passes the guard (or throws).
+std::string checked_address(const Parsed& p, bool allow_private) {
+  std::string host = p.host;
+  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+  addrinfo hints{};
+  hints.ai_family = AF_UNSPEC;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* res = nullptr;
+  int rc = getaddrinfo(host.c_str(), p.port.c_str(), &hints, &res);
+  if (rc != 0 || !res) throw Error(ErrorCode::FetchFailed, "cannot resolve the image URL's host '" + host + "'", "image");
+  std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> guard(res, freeaddrinfo);
+  std::string chosen;
+  for (addrinfo* ai = res; ai; ai = ai->ai_next) {
+    char buf[INET6_ADDRSTRLEN] = {};
+    if (ai->ai_family == AF_INET) inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(ai->ai_addr)->sin_addr, buf, sizeof buf);
+    else if (ai->ai_family == AF_INET6) inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(ai->ai_addr)->sin6_addr, buf, sizeof buf);
+    else continue;
+    std::string reason = forbidden_address_reason(buf);
+    // Every address must pass: a host that resolves to one public and one private address is refused.
+    if (!reason.empty() && !allow_private)
+      throw Error(ErrorCode::ForbiddenUrl, "image URL host '" + host + "' resolves to a forbidden address (" + reason +
+                                               "); private URLs are not allowed on this server", "image");
+    if (chosen.empty()) chosen = buf;
+  }
+  if (chosen.empty()) throw Error(ErrorCode::FetchFailed, "cannot resolve the image URL's host '" + host + "'", "image");
+  return chosen;
+}
+
+struct Sink {
+  std::vector<uint8_t> data;
+  size_t max_bytes = 0;
+  bool too_large = false;
+};
+
+size_t on_data(char* ptr, size_t size, size_t n, void* user) {
+  auto* sink = static_cast<Sink*>(user);
+  size_t bytes = size * n;
+  if (sink->data.size() + bytes > sink->max_bytes) {
+    sink->too_large = true;
+    return 0;
+  }
+  sink->data.insert(sink->data.end(), ptr, ptr + bytes);
+  return bytes;
+}
+
+struct CurlInit {
+  CurlInit() { curl_global_init(CURL_GLOBAL_DEFAULT); }
+};
+
+}  // namespace
+
+std::string forbidden_address_reason(const std::string& ip) {
+  in_addr v4{};
+  if (inet_pton(AF_INET, ip.c_str(), &v4) == 1) return v4_reason(ntohl(v4.s_addr));
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, ip.c_str(), &v6) != 1) return "not an IP address";
+  const uint8_t* b = v6.s6_addr;
+  auto embedded_v4 = [&](int at) { return (uint32_t(b[at]) << 24) | (uint32_t(b[at + 1]) << 16) | (uint32_t(b[at + 2]) << 8) | b[at + 3]; };
+  static const uint8_t zero[16] = {};
+  if (std::memcmp(b, zero, 16) == 0) return "unspecified";
+  if (std::memcmp(b, zero, 15) == 0 && b[15] == 1) return "loopback";
+  static const uint8_t mapped[12] = {0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff};
+  if (std::memcmp(b, mapped, 12) == 0) return v4_reason(embedded_v4(12));
+  if (std::memcmp(b, zero, 12) == 0) return v4_reason(embedded_v4(12));  // IPv4-compatible (deprecated)
+  static const uint8_t nat64[12] = {0, 0x64, 0xff, 0x9b, 0, 0, 0, 0, 0, 0, 0, 0};
+  if (std::memcmp(b, nat64, 12) == 0) return v4_reason(embedded_v4(12));
+  if (b[0] == 0xfe && (b[1] & 0xc0) == 0x80) return "link-local";
+  if ((b[0] & 0xfe) == 0xfc) return "private (unique local)";
+  if (b[0] == 0xff) return "multicast";
+  if (b[0] == 0x20 && b[1] == 0x02) return v4_reason(embedded_v4(2));  // 6to4 carries an IPv4 address
+  return "";
+}
+
+std::vector<uint8_t> fetch_url(const std::string& url, const FetchLimits& limits) {
+  static CurlInit init;
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(limits.total_timeout_ms);
+  std::string current = url;
+  for (int hop = 0; hop <= limits.max_redirects; ++hop) {
+    Parsed p = parse_url(current);
+    std::string address = checked_address(p, limits.allow_private);
+    long left_ms = long(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count());
+    if (left_ms <= 0) throw Error(ErrorCode::Timeout, "fetching the image URL took longer than " + std::to_string(limits.total_timeout_ms) + " ms", "image");
+
+    std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
+    std::string host = p.host;
+    if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+    std::string pin = host + ":" + p.port + ":" + (address.find(':') != std::string::npos ? "[" + address + "]" : address);
+    std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> resolve(curl_slist_append(nullptr, pin.c_str()), curl_slist_free_all);
+    Sink sink;
+    sink.max_bytes = limits.max_bytes;
+    char error[CURL_ERROR_SIZE] = {};
+    curl_easy_setopt(curl.get(), CURLOPT_URL, p.url.c_str());
+    curl_easy_setopt(curl.get(), CURLOPT_RESOLVE, resolve.get());
+    curl_easy_setopt(curl.get(), CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(curl.get(), CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(curl.get(), CURLOPT_PROXY, "");
+    curl_easy_setopt(curl.get(), CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(curl.get(), CURLOPT_CONNECTTIMEOUT_MS, std::min(limits.connect_timeout_ms, left_ms));
+    curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, left_ms);
+    curl_easy_setopt(curl.get(), CURLOPT_MAXFILESIZE_LARGE, curl_off_t(limits.max_bytes));
+    curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, on_data);
+    curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, &sink);
+    curl_easy_setopt(curl.get(), CURLOPT_ERRORBUFFER, error);
+    curl_easy_setopt(curl.get(), CURLOPT_USERAGENT, "maskmaker/0.1");
+    curl_easy_setopt(curl.get(), CURLOPT_ACCEPT_ENCODING, "");
+    CURLcode rc = curl_easy_perform(curl.get());
+    if (rc == CURLE_FILESIZE_EXCEEDED || sink.too_large)
+      throw Error(ErrorCode::PayloadTooLarge, "the image at the URL is larger than the limit of " + std::to_string(limits.max_bytes) + " bytes", "image");
+    if (rc == CURLE_OPERATION_TIMEDOUT)
+      throw Error(ErrorCode::Timeout, "fetching the image URL timed out", "image");
+    if (rc != CURLE_OK)
+      throw Error(ErrorCode::FetchFailed, std::string("cannot fetch the image URL: ") + (error[0] ? error : curl_easy_strerror(rc)), "image");
+    long status = 0;
+    curl_easy_getinfo(curl.get(), CURLINFO_RESPONSE_CODE, &status);
+    if (status >= 300 && status < 400) {
+      char* location = nullptr;
+      curl_easy_getinfo(curl.get(), CURLINFO_REDIRECT_URL, &location);
+      if (!location) throw Error(ErrorCode::FetchFailed, "the image URL answered a redirect without a location", "image");
+      current = location;
+      continue;
+    }
+    if (status < 200 || status >= 300)
+      throw Error(ErrorCode::FetchFailed, "the image URL answered HTTP " + std::to_string(status), "image");
+    return std::move(sink.data);
+  }
+  throw Error(ErrorCode::FetchFailed, "the image URL redirected more than " + std::to_string(limits.max_redirects) + " times", "image");
+}
+
+}  // namespace maskmaker::server
