@@ -10,10 +10,9 @@
 #include <webp/decode.h>
 
 #include "image/exif.hpp"
+#include "image/gif.hpp"
 #include "maskmaker/maskmaker.hpp"
 
-#define STBI_NO_STDIO
-#include <stb_image.h>
 
 namespace maskmaker {
 namespace {
@@ -140,14 +139,7 @@ DecodedImage decode_image(std::span<const uint8_t> bytes, const DecodeLimits& li
 
   cv::Mat decoded;
   if (out.format == ImageFormat::Gif) {
-    int w = 0, h = 0, channels = 0;
-    stbi_uc* rgb = stbi_load_from_memory(bytes.data(), int(std::min<size_t>(bytes.size(), INT32_MAX)), &w, &h,
-                                         &channels, 3);  // first frame
-    if (rgb) {
-      cv::Mat view(h, w, CV_8UC3, rgb);
-      cv::cvtColor(view, decoded, cv::COLOR_RGB2BGR);
-      stbi_image_free(rgb);
-    }
+    decoded = decode_gif_first_frame(bytes);
   } else {
     cv::Mat buffer(1, int(bytes.size()), CV_8UC1, const_cast<uint8_t*>(bytes.data()));
     try {
