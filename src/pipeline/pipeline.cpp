@@ -136,13 +136,16 @@ class PipelineImpl final : public Pipeline {
       t = Clock::now();
       apply_colour_hints(bgr, det.colour_hints, result.phrases, positives);
       for (const auto& inst : positives) cv::bitwise_or(union_mask, inst.mask, union_mask);
-      for (const auto& inst : negatives) union_mask.setTo(0, inst.mask);
       result.instances = std::move(positives);
       for (auto& n : negatives) result.instances.push_back(std::move(n));
     } else {
       t = Clock::now();
     }
     cv::Mat mask = grow_mask(union_mask, params.grow_mask);
+    // Negatives are cut after growing, so that the grown border cannot bring them back.
+    for (const auto& inst : result.instances) {
+      if (inst.negative) mask.setTo(0, inst.mask);
+    }
     if (params.feather > 0) mask = feather_mask(mask, params.feather);
     if (params.invert_mask) mask = invert_mask(mask);
     result.mask = mask;

