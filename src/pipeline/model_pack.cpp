@@ -5,6 +5,8 @@
 
 #include <spdlog/spdlog.h>
 
+#include "detect/yoloworld.hpp"
+
 namespace fs = std::filesystem;
 
 namespace maskmaker {
@@ -39,8 +41,24 @@ std::unique_ptr<Detector> make_detector(const nlohmann::json& manifest, const st
   if (det.contains("classes") && det["classes"].is_array()) classes = det["classes"].get<std::vector<std::string>>();
   if (kind == "picodet") return make_closed_set_detector(make_picodet(path, config), classes, options);
   if (kind == "yolox") return make_closed_set_detector(make_yolox(path, config), classes, options);
+  if (kind == "yolo-world") {
+    // Open vocabulary: manifest["text_encoder"] = {"kind": "clip", "path", "sha256", "vocab"}, where "vocab" is
+    // the BPE vocabulary's path (checksum in "vocab_sha256") or an entry {"path", "sha256"}.
+    const auto te = manifest.value("text_encoder", nlohmann::json());
+    if (!te.is_object())
+      throw Error(ErrorCode::ModelError, "pack.json in " + dir + ": detector 'yolo-world' needs a \"text_encoder\"");
+    if (std::string te_kind = te.value("kind", std::string("clip")); te_kind != "clip")
+      throw Error(ErrorCode::ModelError, "pack.json in " + dir + ": unknown text_encoder kind '" + te_kind +
+                                             "' (expected clip)");
+    std::string text_path = file_entry(te, dir, verify, "text_encoder");
+    nlohmann::json vocab = te.value("vocab", nlohmann::json());
+    if (vocab.is_string())
+      vocab = nlohmann::json{{"path", vocab}, {"sha256", te.value("vocab_sha256", std::string())}};
+    std::string vocab_path = file_entry(vocab, dir, verify, "text_encoder.vocab");
+    return make_yoloworld_detector(path, text_path, vocab_path, config, te.value("cache_entries", size_t(1024)));
+  }
   throw Error(ErrorCode::ModelError, "pack.json in " + dir + ": unknown detector kind '" + kind +
-                                         "' (expected picodet or yolox)");
+                                         "' (expected picodet, yolox or yolo-world)");
 }
 
 ModelPack load_model_pack(const std::string& dir, const rt::SessionConfig& config, bool verify) {

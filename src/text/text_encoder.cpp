@@ -1,6 +1,7 @@
 #include "text/text_encoder.hpp"
 
 #include <algorithm>
+#include <array>
 #include <cmath>
 #include <unordered_map>
 

@@ -1,6 +1,7 @@
 // Text embeddings for open-vocabulary detection: phrase -> L2-normalised vector.
 #pragma once
 
+#include <atomic>
 #include <cstdint>
 #include <memory>
 #include <string>
