@@ -78,6 +78,7 @@ ModelPack load_model_pack(const std::string& dir, const rt::SessionConfig& confi
   std::string encoder = file_entry(seg.value("encoder", nlohmann::json()), pack.dir, verify, "segmenter.encoder");
   std::string decoder = file_entry(seg.value("decoder", nlohmann::json()), pack.dir, verify, "segmenter.decoder");
   pack.segmenter = std::make_unique<SamSegmenter>(encoder, decoder, config);
+  pack.segmenter->set_roi_margin(seg.value("roi_margin", 0.1f));
   return pack;
 }
 

@@ -110,7 +110,7 @@ cv::Mat SamSegmenter::segment_box(const ImageEmbedding& emb, const Box& box, flo
   // which is what the full-frame version computes there, at a fraction of the cost.
   const cv::Size orig = emb.original;
   cv::Mat mask = cv::Mat::zeros(orig, CV_8UC1);
-  const float margin = 0.1f * std::max(box.width(), box.height()) + 8.f;
+  const float margin = roi_margin_ * std::max(box.width(), box.height()) + 8.f;
   cv::Rect roi(cv::Point(std::max(0, int(std::floor(box.x1 - margin))), std::max(0, int(std::floor(box.y1 - margin)))),
                cv::Point(std::min(orig.width, int(std::ceil(box.x2 + margin))),
                          std::min(orig.height, int(std::ceil(box.y2 + margin)))));

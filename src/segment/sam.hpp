@@ -29,12 +29,15 @@ class SamSegmenter {
   cv::Mat segment_box(const ImageEmbedding& embedding, const Box& box, float* predicted_iou = nullptr);
 
   int input_side() const { return side_; }
+  // Masks are computed within the box grown by this share of its longer side (SAM masks rarely leave their box).
+  void set_roi_margin(float share) { roi_margin_ = share; }
 
  private:
   std::unique_ptr<Ort::Session> encoder_, decoder_;
   std::string enc_in_, enc_out_;
   int side_ = 1024;
   bool has_low_res_ = false;
+  float roi_margin_ = 0.1f;
   std::vector<std::string> dec_inputs_;
 };
 
