@@ -35,11 +35,11 @@ std::vector<RemoteFile> open_vocab_files() {
   const std::string yw = "yolo_world_v2_xl_vlpan_bn_2e-3_100e_4x8gpus_obj365v1_goldg_train_lvis_minival.onnx";
   return {
       {"detector", yw, "https://github.com/wkentaro/yolo-world-onnx/releases/download/v0.1.0/" + yw,
-       "92660c6456766439a2670cf19a8a258ccd3588118622a15959f39e253731c05d", "about 0.4 GB"},
+       "92660c6456766439a2670cf19a8a258ccd3588118622a15959f39e253731c05d", "a few hundred MB"},
       {"text_encoder", "textual.onnx",
        "https://clip-as-service.s3.us-east-2.amazonaws.com/models-436c69702d61732d53657276696365/onnx/ViT-B-32/"
        "textual.onnx",
-       "55c85d8cbb096023781c1d13c557eb95d26034c111bd001b7360fdb7399eec68", "about 0.25 GB"},
+       "55c85d8cbb096023781c1d13c557eb95d26034c111bd001b7360fdb7399eec68", "a few hundred MB"},
       {"vocab", "bpe_simple_vocab_16e6.txt.gz",
        "https://github.com/openai/CLIP/raw/main/clip/bpe_simple_vocab_16e6.txt.gz",
        "924691ac288e54409236115652ad4aa250f48203de50a9e4722a6ecd48d6804a", "1.3 MB"},
