@@ -60,6 +60,14 @@ YoloWorldDetector::YoloWorldDetector(const std::string& model_path, std::shared_
   boxes_name_ = boxes->name;
 }
 
+LetterboxInfo YoloWorldDetector::prepare_image(const cv::Mat& bgr, cv::Size size, std::vector<float>& blob) {
+  cv::Mat boxed;
+  LetterboxInfo lb = letterbox(bgr, size, /*centred=*/true, 114, boxed);
+  blob.resize(size_t(3) * size_t(size.area()));
+  pack_chw(boxed, /*to_rgb=*/true, 1.f / 255.f, {0, 0, 0}, {1, 1, 1}, blob.data());
+  return lb;
+}
+
 std::vector<Candidate> YoloWorldDetector::detect_embeddings(const cv::Mat& bgr, const std::vector<Embedding>& classes,
                                                             float conf) {
   std::vector<Candidate> found;
@@ -67,10 +75,8 @@ std::vector<Candidate> YoloWorldDetector::detect_embeddings(const cv::Mat& bgr, 
   for (const auto& e : classes)
     if (e.size() != dim_) throw Error(ErrorCode::Internal, "YOLO-World: a class embedding has the wrong width");
 
-  cv::Mat boxed;
-  LetterboxInfo lb = letterbox(bgr, size_, /*centred=*/true, 114, boxed);
-  std::vector<float> blob(size_t(3) * size_t(size_.area()));
-  pack_chw(boxed, /*to_rgb=*/true, 1.f / 255.f, {0, 0, 0}, {1, 1, 1}, blob.data());
+  std::vector<float> blob;
+  LetterboxInfo lb = prepare_image(bgr, size_, blob);
   std::array<int64_t, 4> image_shape{1, 3, size_.height, size_.width};
   const Embedding blank = text_->embed({options_.blank_phrase}).at(0);
 

@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "detect/detector.hpp"
+#include "detect/geometry.hpp"
 #include "text/text_encoder.hpp"
 
 namespace maskmaker {
@@ -30,6 +31,9 @@ class YoloWorldDetector final : public Detector {
   // The detection itself, on given class embeddings (one per phrase; the blank class is added here).
   std::vector<Candidate> detect_embeddings(const cv::Mat& bgr, const std::vector<Embedding>& classes,
                                            float conf_thresh);
+
+  // The image input: centred letterbox to `size` padded with 114, RGB, / 255, planar CHW into `blob`.
+  static LetterboxInfo prepare_image(const cv::Mat& bgr, cv::Size size, std::vector<float>& blob);
 
   TextEmbedder& text_encoder() { return *text_; }
   cv::Size input_size() const { return size_; }

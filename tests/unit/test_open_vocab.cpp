@@ -236,6 +236,31 @@ TEST(YoloWorld, ReadsTheContractFromTheModel) {
   EXPECT_THROW(YoloWorldDetector(toy("toy_clip_vitb32_textual.onnx"), text, cpu()), Error);
 }
 
+TEST(YoloWorld, ImageInputIsACentredRgbLetterboxPaddedWith114) {
+  // 800 x 500 -> 640 x 400 at scale 0.8, centred: 120 rows of padding above and below.
+  cv::Mat img(500, 800, CV_8UC3, cv::Scalar(255, 0, 0));  // pure blue (BGR)
+  img(cv::Rect(0, 0, 400, 500)).setTo(cv::Scalar(0, 0, 255));  // left half pure red
+  std::vector<float> blob;
+  LetterboxInfo lb = YoloWorldDetector::prepare_image(img, {640, 640}, blob);
+  EXPECT_FLOAT_EQ(lb.scale, 0.8f);
+  EXPECT_EQ(lb.pad_x, 0);
+  EXPECT_EQ(lb.pad_y, 120);
+  ASSERT_EQ(blob.size(), size_t(3 * 640 * 640));
+  auto at = [&](int c, int y, int x) { return blob[size_t(c) * 640 * 640 + size_t(y) * 640 + size_t(x)]; };
+  for (int c = 0; c < 3; ++c) {
+    EXPECT_NEAR(at(c, 0, 320), 114.f / 255.f, 1e-6) << c;    // top padding
+    EXPECT_NEAR(at(c, 119, 320), 114.f / 255.f, 1e-6) << c;
+    EXPECT_NEAR(at(c, 520, 320), 114.f / 255.f, 1e-6) << c;  // bottom padding
+  }
+  // Channel 0 is red, channel 2 blue, scaled to [0, 1].
+  EXPECT_NEAR(at(0, 300, 100), 1.f, 1e-6);
+  EXPECT_NEAR(at(2, 300, 100), 0.f, 1e-6);
+  EXPECT_NEAR(at(0, 300, 500), 0.f, 1e-6);
+  EXPECT_NEAR(at(2, 300, 500), 1.f, 1e-6);
+  EXPECT_NEAR(at(2, 120, 500), 1.f, 1e-6);   // first image row
+  EXPECT_NEAR(at(2, 519, 500), 1.f, 1e-6);   // last image row
+}
+
 TEST(YoloWorld, HandMadeEmbeddingsFindTheSquareThroughTheLetterbox) {
   auto text = std::make_shared<ClipTextEncoder>(toy("toy_clip_vitb32_textual.onnx"), shared_tokenizer(), cpu());
   YoloWorldDetector det(toy("toy_yoloworld_v2.onnx"), text, cpu());
@@ -263,6 +288,12 @@ TEST(YoloWorld, HandMadeEmbeddingsFindTheSquareThroughTheLetterbox) {
   EXPECT_NEAR(uni.y2, scene.square.y + scene.square.height, 1.5f);
   // Every candidate at or above the threshold is returned, not only the best per region.
   EXPECT_GT(c.size(), 100u);
+
+  // At 0.4 the grey padding's cells (114 / 255 = 0.447) pass the threshold too, but they lie outside the image
+  // and are dropped: what is left is still on the square.
+  std::vector<Candidate> low = det.detect_embeddings(scene.bgr, {axis_embedding(+1)}, 0.4f);
+  ASSERT_FALSE(low.empty());
+  for (const auto& k : low) ASSERT_TRUE(centre_inside(k.box, scene.square, 16.f)) << k.box.y1 << " " << k.score;
 }
 
 TEST(YoloWorld, RightPhraseFindsTheRightRegion) {
