@@ -2,6 +2,7 @@
 #include <cstdlib>
 #include <iostream>
 
+#include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
 
 #include "commands.hpp"
@@ -49,6 +50,8 @@ std::unique_ptr<Pipeline> load_pipeline(const CommonOptions& common) {
 
 int main(int argc, char** argv) {
   using namespace maskmaker::cli;
+  // Logs go to stderr: stdout carries results (a new key, JSON) that scripts read.
+  spdlog::set_default_logger(spdlog::stderr_color_mt("maskmaker"));
   CLI::App app{"maskmaker " + maskmaker::version() + ": turn an image and a text prompt into an inpainting mask"};
   app.require_subcommand(1);
   app.set_version_flag("--version", maskmaker::version());

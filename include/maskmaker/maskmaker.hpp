@@ -132,7 +132,6 @@ struct PipelineOptions {
   std::string device = "cpu";  // cpu | cuda
   int threads = 0;          // intra-op threads per session; 0 = hardware concurrency
   size_t image_cache_entries = 16;  // image embeddings kept (about 4 MiB each)
-  size_t text_cache_entries = 1024;
   bool verify_checksums = true;
 };
 

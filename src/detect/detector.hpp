@@ -31,6 +31,9 @@ class Detector {
   virtual DetectorOutput detect(const cv::Mat& bgr, const std::vector<std::string>& phrases, float conf_thresh) = 0;
   virtual std::vector<std::string> labels() const { return {}; }  // closed-set class names
   virtual std::string name() const = 0;
+  // Text-embedding cache counters (open-vocabulary detectors); 0 for closed-set ones.
+  virtual uint64_t text_cache_hits() const { return 0; }
+  virtual uint64_t text_cache_misses() const { return 0; }
 };
 
 // ---- closed-set models: an image in, class-scored boxes out.

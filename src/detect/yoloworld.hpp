@@ -27,6 +27,8 @@ class YoloWorldDetector final : public Detector {
 
   DetectorOutput detect(const cv::Mat& bgr, const std::vector<std::string>& phrases, float conf_thresh) override;
   std::string name() const override { return "yolo-world"; }
+  uint64_t text_cache_hits() const override { return text_->cache_hits(); }
+  uint64_t text_cache_misses() const override { return text_->cache_misses(); }
 
   // The detection itself, on given class embeddings (one per phrase; the blank class is added here).
   std::vector<Candidate> detect_embeddings(const cv::Mat& bgr, const std::vector<Embedding>& classes,

@@ -47,6 +47,30 @@ PixelKey pixel_key(const cv::Mat& bgr) {
   return PixelKey{std::hash<std::string_view>{}(bytes), c.cols, c.rows};
 }
 
+// Drops connected components far smaller than the instance's main part (SAM leaves isolated specks that a
+// grown mask would turn into dots), within the box region only, where the mask lives.
+cv::Mat remove_specks(cv::Mat mask, const Box& box) {
+  cv::Rect roi = cv::Rect(cv::Point(int(box.x1), int(box.y1)), cv::Point(int(std::ceil(box.x2)), int(std::ceil(box.y2))));
+  const int pad = 8 + int(0.1f * std::max(box.width(), box.height()));
+  roi = cv::Rect(roi.x - pad, roi.y - pad, roi.width + 2 * pad, roi.height + 2 * pad) & cv::Rect(0, 0, mask.cols, mask.rows);
+  if (roi.empty()) return mask;
+  cv::Mat region = mask(roi);
+  cv::Mat labels, stats, centroids;
+  int n = cv::connectedComponentsWithStats(region, labels, stats, centroids, 8, CV_32S);
+  if (n <= 2) return mask;
+  int largest = 0;
+  for (int i = 1; i < n; ++i) largest = std::max(largest, stats.at<int>(i, cv::CC_STAT_AREA));
+  const int min_area = std::max(16, largest / 50);
+  std::vector<uint8_t> keep(size_t(n), 0);
+  for (int i = 1; i < n; ++i) keep[size_t(i)] = stats.at<int>(i, cv::CC_STAT_AREA) >= min_area;
+  for (int y = 0; y < region.rows; ++y) {
+    uint8_t* m = region.ptr<uint8_t>(y);
+    const int* l = labels.ptr<int>(y);
+    for (int x = 0; x < region.cols; ++x) if (m[x] && !keep[size_t(l[x])]) m[x] = 0;
+  }
+  return mask;
+}
+
 class PipelineImpl final : public Pipeline {
  public:
   PipelineImpl(ModelPack pack, const PipelineOptions& options)
@@ -126,7 +150,7 @@ class PipelineImpl final : public Pipeline {
         inst.label = c.label;
         inst.score = c.score;
         inst.box = c.box;
-        inst.mask = pack_.segmenter->segment_box(*embedding, c.box);
+        inst.mask = remove_specks(pack_.segmenter->segment_box(*embedding, c.box), c.box);
         inst.area = cv::countNonZero(inst.mask);
         inst.negative = c.phrase >= n_positive;
         (inst.negative ? negatives : positives).push_back(std::move(inst));
@@ -160,6 +184,8 @@ class PipelineImpl final : public Pipeline {
     CacheStats s;
     s.image_hits = embeddings_.hits();
     s.image_misses = embeddings_.misses();
+    s.text_hits = pack_.detector->text_cache_hits();
+    s.text_misses = pack_.detector->text_cache_misses();
     return s;
   }
 
