@@ -9,6 +9,9 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
+#include "detect/geometry.hpp"
+#include "pipeline/model_pack.hpp"
+#include "runtime/ort_runtime.hpp"
 
 namespace maskmaker::cli {
 namespace {
@@ -43,7 +46,37 @@ struct LatencyOptions {
   std::string warm_prompt = "dog";
   int runs = 10;
   std::string json_out;
+  bool raw = true;
 };
+
+// Each model alone on the first image (same threads): the floor the pipeline's overhead is measured against.
+nlohmann::json raw_model_times(const LatencyOptions& o, const CommonOptions& common, const cv::Mat& bgr) {
+  std::string dir = common.models.empty() ? default_models_dir() : common.models;
+  ModelPack pack = load_model_pack(dir, rt::SessionConfig{common.threads, common.device}, false);
+  std::map<std::string, Series> t;
+  Box box{bgr.cols * 0.25f, bgr.rows * 0.25f, bgr.cols * 0.75f, bgr.rows * 0.75f};
+  auto emb = pack.segmenter->encode(bgr);  // warm-up
+  for (int i = 0; i < o.runs; ++i) {
+    auto s = Clock::now();
+    pack.detector->detect(bgr, {"person"}, 0.3f);
+    t["detector (all tiles)"].v.push_back(ms_since(s));
+    s = Clock::now();
+    emb = pack.segmenter->encode(bgr);
+    t["segmenter encoder"].v.push_back(ms_since(s));
+    s = Clock::now();
+    pack.segmenter->segment_box(*emb, box);
+    t["segmenter decoder (1 box)"].v.push_back(ms_since(s));
+  }
+  nlohmann::json out;
+  std::cout << "\nraw model times (" << o.runs << " runs)\n" << std::left << std::setw(28) << "model" << std::right
+            << std::setw(10) << "p50 ms" << std::setw(10) << "p95 ms" << "\n";
+  for (auto& [name, s] : t) {
+    std::cout << std::left << std::setw(28) << name << std::right << std::fixed << std::setprecision(1)
+              << std::setw(10) << s.pct(0.5) << std::setw(10) << s.pct(0.95) << "\n";
+    out[name] = {{"p50", s.pct(0.5)}, {"p95", s.pct(0.95)}};
+  }
+  return out;
+}
 
 void print_table(const std::string& title, std::map<std::string, Series>& stages, nlohmann::json& out) {
   std::cout << "\n" << title << "\n" << std::left << std::setw(12) << "stage" << std::right << std::setw(10) << "p50 ms"
@@ -107,6 +140,15 @@ int run_latency(const LatencyOptions& o, const CommonOptions& common) {
   print_table("cold (new image)", cold, out);
   print_table("warm (same image, another prompt)", warm, out);
   out["rss_after_mib"] = resident_mib();
+  if (o.raw && !files.empty()) {
+    nlohmann::json raw = raw_model_times(o, common, decode_image(files[0]).bgr);
+    out["raw_models"] = raw;
+    double floor = 0;
+    for (auto& [name, v] : raw.items()) floor += v["p50"].get<double>();
+    double e2e = cold["total"].pct(0.5);
+    out["overhead_ratio"] = floor > 0 ? e2e / floor : 0;
+    std::cout << "end-to-end cold p50 / sum of raw model p50s = " << std::setprecision(2) << e2e / floor << "\n";
+  }
   if (!o.json_out.empty()) std::ofstream(o.json_out) << out.dump(2) << "\n";
   return 0;
 }
@@ -121,6 +163,7 @@ void register_latency(CLI::App& bench, CommonOptions& common) {
   lat->add_option("--warm-prompt", o->warm_prompt, "Prompt for the warm (cached image) runs")->capture_default_str();
   lat->add_option("--runs,-n", o->runs)->check(CLI::Range(1, 100000))->capture_default_str();
   lat->add_option("--json", o->json_out, "Also write the figures as JSON to this file");
+  lat->add_flag("!--no-raw", o->raw, "Skip timing each model alone");
   add_common_options(*lat, common);
   lat->callback([o, &common] { exit_code() = run_latency(*o, common); });
 }

@@ -3,6 +3,7 @@
 #include <filesystem>
 #include <fstream>
 #include <mutex>
+#include <cstdlib>
 #include <thread>
 
 #include <openssl/evp.h>
@@ -19,12 +20,22 @@ int resolve_threads(int threads) {
   return hc == 0 ? 1 : static_cast<int>(hc);
 }
 
+// MASKMAKER_ORT_PER_SESSION_THREADS=1 gives each session its own pool (for comparing the two set-ups).
+bool per_session_threads() {
+  const char* v = std::getenv("MASKMAKER_ORT_PER_SESSION_THREADS");
+  return v && *v == '1';
+}
+
 }  // namespace
 
 Ort::Env& environment(int threads) {
   static std::once_flag once;
   static std::unique_ptr<Ort::Env> env;
   std::call_once(once, [&] {
+    if (per_session_threads()) {
+      env = std::make_unique<Ort::Env>(ORT_LOGGING_LEVEL_ERROR, "maskmaker");
+      return;
+    }
     Ort::ThreadingOptions threading;
     threading.SetGlobalIntraOpNumThreads(resolve_threads(threads));
     threading.SetGlobalInterOpNumThreads(1);
@@ -39,7 +50,12 @@ std::unique_ptr<Ort::Session> open_session(const std::string& path, const Sessio
   }
   Ort::Env& env = environment(config.threads);
   Ort::SessionOptions options;
-  options.DisablePerSessionThreads();
+  if (per_session_threads()) {
+    options.SetIntraOpNumThreads(resolve_threads(config.threads));
+    options.SetInterOpNumThreads(1);
+  } else {
+    options.DisablePerSessionThreads();
+  }
   options.SetGraphOptimizationLevel(GraphOptimizationLevel::ORT_ENABLE_ALL);
   options.SetExecutionMode(ExecutionMode::ORT_SEQUENTIAL);
   if (config.device == "cuda") {
