@@ -1,0 +1,54 @@
+#!/usr/bin/env python3
+"""Renders docs/performance.md's figures table from out/bench/*.json (written by scripts/bench.sh)."""
+import json
+import os
+import platform
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+out_dir = Path(sys.argv[1] if len(sys.argv) > 1 else ROOT / "out/bench")
+doc = ROOT / "docs/performance.md"
+
+
+def cpu_model():
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+lat = json.loads((out_dir / "latency.json").read_text())
+lines = [f"Machine: {cpu_model()}, {os.cpu_count()} cores; pack '{lat['pack']}'; {lat['runs']} runs; "
+         f"image {Path(lat['images'][0]).name}; prompt '{lat['prompt']}'; API defaults (confidence 0.5, iou 0.2, grow 10).",
+         "", f"Ready after {lat['ready_ms']:.0f} ms; resident memory {lat['rss_loaded_mib']:.0f} MiB loaded, "
+         f"{lat['rss_after_mib']:.0f} MiB after the runs.", "",
+         "| stage | cold p50 ms | cold p95 ms | warm p50 ms | warm p95 ms |", "|---|---|---|---|---|"]
+cold, warm = lat["cold (new image)"], lat["warm (same image, another prompt)"]
+for stage in ["decode", "detect", "encode", "segment", "post", "output", "total"]:
+    lines.append(f"| {stage} | {cold[stage]['p50']:.1f} | {cold[stage]['p95']:.1f} | {warm[stage]['p50']:.1f} | "
+                 f"{warm[stage]['p95']:.1f} |")
+if "raw_models" in lat:
+    lines += ["", "| model alone | p50 ms | p95 ms |", "|---|---|---|"]
+    for name, v in lat["raw_models"].items():
+        lines.append(f"| {name} | {v['p50']:.1f} | {v['p95']:.1f} |")
+    lines += ["", f"End-to-end cold p50 ÷ sum of the raw model p50s: **{lat['overhead_ratio']:.2f}**."]
+load_file = out_dir / "load.json"
+if load_file.exists():
+    load = json.loads(load_file.read_text())
+    lines += ["", f"HTTP load (bench/load.py, {'same image' if load['same_image'] else 'a new image each request'}, "
+              f"prompt '{load['prompt']}', return_mask):", "",
+              "| concurrency | requests | throughput req/s | p50 ms | p95 ms | max ms | statuses |", "|---|---|---|---|---|---|---|"]
+    for r in load["levels"]:
+        lines.append(f"| {r['concurrency']} | {r['requests']} | {r['throughput_rps']} | {r['p50_ms']} | {r['p95_ms']} | "
+                     f"{r['max_ms']} | {r['statuses']} |")
+table = "\n".join(lines)
+text = doc.read_text()
+start, end = "<!-- figures:start -->", "<!-- figures:end -->"
+head, rest = text.split(start, 1)
+_, tail = rest.split(end, 1)
+doc.write_text(head + start + "\n" + table + "\n" + end + tail)
+print(f"updated {doc}")
