@@ -32,7 +32,9 @@ void register_serve(CLI::App& root, CommonOptions& common) {
       ->envname("MASKMAKER_FETCH_MAX_BYTES")->capture_default_str();
   serve->add_option("--request-timeout-ms", cfg->request_timeout_ms, "Longest wait for a free worker (504 after)")
       ->envname("MASKMAKER_REQUEST_TIMEOUT_MS")->capture_default_str();
-  serve->add_option("--keys-db", cfg->keys_db, "SQLite key database (see maskmaker keys); unset = open access")
+  serve->add_option("--keys-db,--db", cfg->keys_db,
+                    "Key database: a SQLite file, or a postgresql:// URL shared by replicas (see maskmaker keys); "
+                    "unset = open access")
       ->envname("MASKMAKER_KEYS_DB");
   serve->add_option("--rate-limit", cfg->rate_limit_per_minute, "Default requests per minute per key (0 = none)")
       ->envname("MASKMAKER_RATE_LIMIT")->capture_default_str();
@@ -61,7 +63,7 @@ void print_key(const server::KeyRecord& k) {
             << k.endpoints << "\n";
 }
 
-server::KeyRecord must_find(server::KeysDb& db, const std::string& which) {
+server::KeyRecord must_find(server::KeyStore& db, const std::string& which) {
   auto k = db.find(which);
   if (!k) throw Error(ErrorCode::InvalidArgument, "no key with id or name '" + which + "'");
   return *k;
@@ -77,9 +79,10 @@ void register_keys(CLI::App& root) {
     bool unlimited = false;
   };
   auto o = std::make_shared<KeysOptions>();
-  CLI::App* keys = root.add_subcommand("keys", "Manage API keys and credits (SQLite)");
+  CLI::App* keys = root.add_subcommand("keys", "Manage API keys and credits (SQLite or PostgreSQL)");
   keys->require_subcommand(1);
-  keys->add_option("--db", o->db, "Key database file")->envname("MASKMAKER_KEYS_DB")->capture_default_str();
+  keys->add_option("--db,--keys-db", o->db, "Key database: a SQLite file or a postgresql:// URL")
+      ->envname("MASKMAKER_KEYS_DB")->capture_default_str();
 
   CLI::App* add = keys->add_subcommand("add", "Create a key and print it (shown once)");
   add->add_option("name", o->name, "A name for people (who or what uses the key)")->required();
@@ -87,7 +90,8 @@ void register_keys(CLI::App& root) {
   add->add_option("--rate", o->rate, "Requests per minute (default: the server's --rate-limit)")->check(CLI::Range(int64_t(1), INT64_MAX));
   add->add_option("--endpoints", o->endpoints, "Comma-separated paths the key may call, or *")->capture_default_str();
   add->callback([o] {
-    server::KeysDb db(o->db);
+    auto store = server::open_key_store(o->db);
+    auto& db = *store;
     auto [key, rec] = db.add(o->name, o->credits >= 0 ? std::optional<int64_t>(o->credits) : std::nullopt,
                              o->rate > 0 ? std::optional<int64_t>(o->rate) : std::nullopt, o->endpoints);
     std::cout << key << "\n";
@@ -96,17 +100,20 @@ void register_keys(CLI::App& root) {
 
   CLI::App* list = keys->add_subcommand("list", "List keys (never the keys themselves)");
   list->callback([o] {
-    server::KeysDb db(o->db);
+    auto store = server::open_key_store(o->db);
+    auto& db = *store;
+    auto all = db.list();
     std::cout << std::left << std::setw(5) << "id" << std::setw(20) << "name" << std::setw(10) << "prefix"
               << std::setw(12) << "credits" << std::setw(8) << "used" << std::setw(10) << "state" << std::setw(10)
               << "rate" << "endpoints\n";
-    for (const auto& k : db.list()) print_key(k);
+    for (const auto& k : all) print_key(k);
   });
 
   CLI::App* disable = keys->add_subcommand("disable", "Disable a key (403 from then on)");
   disable->add_option("key", o->which, "Key id or name")->required();
   disable->callback([o] {
-    server::KeysDb db(o->db);
+    auto store = server::open_key_store(o->db);
+    auto& db = *store;
     auto k = must_find(db, o->which);
     db.set_disabled(k.id, true);
     std::cerr << "key " << k.id << " '" << k.name << "' disabled\n";
@@ -114,7 +121,8 @@ void register_keys(CLI::App& root) {
   CLI::App* enable = keys->add_subcommand("enable", "Enable a disabled key");
   enable->add_option("key", o->which, "Key id or name")->required();
   enable->callback([o] {
-    server::KeysDb db(o->db);
+    auto store = server::open_key_store(o->db);
+    auto& db = *store;
     auto k = must_find(db, o->which);
     db.set_disabled(k.id, false);
     std::cerr << "key " << k.id << " '" << k.name << "' enabled\n";
@@ -125,7 +133,8 @@ void register_keys(CLI::App& root) {
   credit->add_option("amount", o->amount, "Credits to add");
   credit->add_flag("--unlimited", o->unlimited, "No credit limit");
   credit->callback([o] {
-    server::KeysDb db(o->db);
+    auto store = server::open_key_store(o->db);
+    auto& db = *store;
     auto k = must_find(db, o->which);
     if (o->unlimited) {
       db.set_unlimited(k.id);

@@ -2,6 +2,8 @@
 
 #include <memory>
 
+#include "server/keys_pg.hpp"
+
 #include <openssl/evp.h>
 #include <openssl/rand.h>
 #include <sqlite3.h>
@@ -61,14 +63,29 @@ KeyRecord read_record(sqlite3_stmt* s) {
 
 }  // namespace
 
-std::string KeysDb::hash_key(const std::string& key) {
+bool is_postgres_url(const std::string& s) {
+  return s.rfind("postgresql://", 0) == 0 || s.rfind("postgres://", 0) == 0;
+}
+
+std::unique_ptr<KeyStore> open_key_store(const std::string& path_or_url) {
+  if (is_postgres_url(path_or_url)) return std::make_unique<PgKeyStore>(path_or_url);
+  return std::make_unique<KeysDb>(path_or_url);
+}
+
+std::string KeyStore::new_key() {
+  unsigned char random[24];
+  if (RAND_bytes(random, sizeof random) != 1) throw Error(ErrorCode::Internal, "no randomness for a new key");
+  return "mk_" + hex(random, sizeof random);
+}
+
+std::string KeyStore::hash_key(const std::string& key) {
   unsigned char digest[EVP_MAX_MD_SIZE];
   unsigned int len = 0;
   EVP_Digest(key.data(), key.size(), digest, &len, EVP_sha256(), nullptr);
   return hex(digest, len);
 }
 
-KeysDb::KeysDb(const std::string& path) {
+KeysDb::KeysDb(const std::string& path) : path_(path) {
   if (sqlite3_open_v2(path.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX, nullptr) != SQLITE_OK) {
     std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
     sqlite3_close(db_);
@@ -78,7 +95,8 @@ KeysDb::KeysDb(const std::string& path) {
   sqlite3_busy_timeout(db_, 5000);
   exec("PRAGMA journal_mode=WAL");
   exec("PRAGMA synchronous=NORMAL");
-  exec(R"(CREATE TABLE IF NOT EXISTS keys (
+  // A delimited raw string: with R"( the first )" would end it and cut the table's closing parenthesis.
+  exec(R"sql(CREATE TABLE IF NOT EXISTS keys (
           id INTEGER PRIMARY KEY AUTOINCREMENT,
           name TEXT NOT NULL,
           key_hash TEXT NOT NULL UNIQUE,
@@ -88,7 +106,7 @@ KeysDb::KeysDb(const std::string& path) {
           disabled INTEGER NOT NULL DEFAULT 0,
           rate_per_minute INTEGER,
           endpoints TEXT NOT NULL DEFAULT '*',
-          created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now')))");
+          created_at TEXT NOT NULL DEFAULT (strftime('%Y-%m-%dT%H:%M:%SZ', 'now'))))sql");
   exec("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)");
   exec("INSERT INTO schema_version (version) SELECT 1 WHERE NOT EXISTS (SELECT 1 FROM schema_version)");
 }
@@ -106,9 +124,7 @@ void KeysDb::exec(const char* sql) {
 
 std::pair<std::string, KeyRecord> KeysDb::add(const std::string& name, std::optional<int64_t> credits,
                                               std::optional<int64_t> rate, const std::string& endpoints) {
-  unsigned char random[24];
-  if (RAND_bytes(random, sizeof random) != 1) throw Error(ErrorCode::Internal, "no randomness for a new key");
-  std::string key = "mk_" + hex(random, sizeof random);
+  std::string key = new_key();
   std::lock_guard lock(mutex_);
   Stmt st(db_, "INSERT INTO keys (name, key_hash, prefix, credits, rate_per_minute, endpoints) VALUES (?, ?, ?, ?, ?, ?)");
   st.bind(1, name).bind(2, hash_key(key)).bind(3, key.substr(0, 7)).bind(4, credits).bind(5, rate).bind(6, endpoints);
@@ -175,6 +191,17 @@ bool KeysDb::consume(int64_t id, std::optional<int64_t>& remaining) {
   if (st.step() != SQLITE_ROW) return false;
   remaining = opt_int(st.s, 0);
   return true;
+}
+
+bool KeysDb::reachable(std::string& why) {
+  std::lock_guard lock(mutex_);
+  sqlite3_stmt* s = nullptr;
+  int rc = sqlite3_prepare_v2(db_, "SELECT COUNT(*) FROM keys WHERE 0", -1, &s, nullptr);
+  if (rc == SQLITE_OK) rc = sqlite3_step(s);
+  sqlite3_finalize(s);
+  if (rc == SQLITE_ROW || rc == SQLITE_DONE) return true;
+  why = sqlite3_errmsg(db_);
+  return false;
 }
 
 size_t KeysDb::active_count() {

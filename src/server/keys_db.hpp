@@ -1,8 +1,10 @@
-// API keys, credits and per-key limits in SQLite (WAL; one short transaction per change).
-// Keys are stored as SHA-256 hashes; the plain key is shown once, when it is created.
+// API keys, credits and per-key limits. KeyStore is the interface the server and `maskmaker keys` use; it is
+// opened from a path (SQLite, WAL; one short transaction per change) or a postgresql:// URL (keys_pg.hpp: many
+// replicas sharing one database). Keys are stored as SHA-256 hashes; the plain key is shown once, when created.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -24,31 +26,71 @@ struct KeyRecord {
   std::string created_at;
 };
 
-class KeysDb {
+class KeyStore {
+ public:
+  virtual ~KeyStore() = default;
+
+  // Returns the new plain key (shown once) and its record.
+  virtual std::pair<std::string, KeyRecord> add(const std::string& name, std::optional<int64_t> credits,
+                                                std::optional<int64_t> rate_per_minute,
+                                                const std::string& endpoints = "*") = 0;
+  virtual std::optional<KeyRecord> find_by_key(const std::string& plain_key) = 0;
+  virtual std::optional<KeyRecord> find(const std::string& id_or_name) = 0;
+  virtual std::vector<KeyRecord> list() = 0;
+  virtual bool set_disabled(int64_t id, bool disabled) = 0;
+  // Adds (or with a negative amount removes) credits; returns the new balance.
+  virtual std::optional<int64_t> add_credits(int64_t id, int64_t amount) = 0;
+  virtual bool set_unlimited(int64_t id) = 0;
+  // Takes one credit if one is left (or the key is unlimited): true on success; `remaining` gets the balance.
+  // Atomic in the database (one UPDATE ... WHERE credits > 0 RETURNING), so exact across processes and replicas.
+  virtual bool consume(int64_t id, std::optional<int64_t>& remaining) = 0;
+  virtual size_t active_count() = 0;
+
+  // Whether the database answers; on failure `why` says what is wrong (for /readyz). Never throws.
+  virtual bool reachable(std::string& why) = 0;
+  // True when take_rate() keeps the token buckets in the database, shared by every replica; otherwise the
+  // server keeps them in memory, per process.
+  virtual bool shared_rate_limits() const { return false; }
+  // One request against the key's bucket (`per_minute` a minute, `burst` at once): 0 = allowed, otherwise the
+  // seconds to wait (for Retry-After). Only called when shared_rate_limits().
+  virtual int64_t take_rate(int64_t id, double per_minute, double burst) { return 0; }
+  // Where the keys live, for logs: the path, or the URL without its password.
+  virtual std::string describe() const = 0;
+
+  static std::string hash_key(const std::string& plain_key);
+  // A new random key: "mk_" and 48 hex digits.
+  static std::string new_key();
+};
+
+// postgresql:// or postgres:// URLs open the PostgreSQL store; anything else is a SQLite file.
+bool is_postgres_url(const std::string& path_or_url);
+std::unique_ptr<KeyStore> open_key_store(const std::string& path_or_url);
+
+// The SQLite store: one file, shared by the processes on one machine.
+class KeysDb : public KeyStore {
  public:
   explicit KeysDb(const std::string& path);  // creates or migrates the schema
-  ~KeysDb();
+  ~KeysDb() override;
   KeysDb(const KeysDb&) = delete;
   KeysDb& operator=(const KeysDb&) = delete;
 
-  // Returns the new plain key (shown once) and its record.
   std::pair<std::string, KeyRecord> add(const std::string& name, std::optional<int64_t> credits,
-                                        std::optional<int64_t> rate_per_minute, const std::string& endpoints = "*");
-  std::optional<KeyRecord> find_by_key(const std::string& plain_key);
-  std::optional<KeyRecord> find(const std::string& id_or_name);
-  std::vector<KeyRecord> list();
-  bool set_disabled(int64_t id, bool disabled);
-  // Adds (or with a negative amount removes) credits; returns the new balance.
-  std::optional<int64_t> add_credits(int64_t id, int64_t amount);
-  bool set_unlimited(int64_t id);
-  // Takes one credit if one is left (or the key is unlimited): true on success; `remaining` gets the balance.
-  bool consume(int64_t id, std::optional<int64_t>& remaining);
-  size_t active_count();
-
-  static std::string hash_key(const std::string& plain_key);
+                                        std::optional<int64_t> rate_per_minute,
+                                        const std::string& endpoints = "*") override;
+  std::optional<KeyRecord> find_by_key(const std::string& plain_key) override;
+  std::optional<KeyRecord> find(const std::string& id_or_name) override;
+  std::vector<KeyRecord> list() override;
+  bool set_disabled(int64_t id, bool disabled) override;
+  std::optional<int64_t> add_credits(int64_t id, int64_t amount) override;
+  bool set_unlimited(int64_t id) override;
+  bool consume(int64_t id, std::optional<int64_t>& remaining) override;
+  size_t active_count() override;
+  bool reachable(std::string& why) override;
+  std::string describe() const override { return path_; }
 
  private:
   void exec(const char* sql);
+  std::string path_;
   sqlite3* db_ = nullptr;
   std::mutex mutex_;
 };

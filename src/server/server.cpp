@@ -122,10 +122,13 @@ class Service {
   explicit Service(const ServerConfig& config)
       : config_(config), admission_(config.max_concurrent, config.queue_length) {
     if (!config.keys_db.empty()) {
-      keys_ = std::make_unique<KeysDb>(config.keys_db);
-      if (keys_->active_count() == 0)
+      keys_ = open_key_store(config.keys_db);  // a SQLite file or a postgresql:// URL
+      std::string why;
+      if (!keys_->reachable(why))
+        spdlog::warn("keys database unreachable ({}): /readyz answers 503 until it is back", why);
+      else if (keys_->active_count() == 0)
         spdlog::warn("keys database {} holds no active key: every API call will get 401 until one is added "
-                     "(maskmaker keys add)", config.keys_db);
+                     "(maskmaker keys add)", keys_->describe());
     } else {
       spdlog::warn("no keys database configured: open access, no credits or rate limits (use --keys-db)");
     }
@@ -195,7 +198,11 @@ class Service {
       res.set_content(R"({"status":"ok"})", "application/json");
     });
     svr.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
-      if (ready_) {
+      std::string why;
+      if (ready_ && keys_ && !keys_->reachable(why)) {  // a replica that cannot check keys takes no traffic
+        res.set_header("Retry-After", "2");
+        set_json_error(res, 503, why);
+      } else if (ready_) {
         res.set_content(json{{"status", "ready"}, {"pack", pipeline_->pack_name()}}.dump(), "application/json");
       } else {
         res.set_header("Retry-After", "2");
@@ -299,7 +306,10 @@ class Service {
       if (!allowed.count(path)) throw Error(ErrorCode::Forbidden, "this API key is not allowed to call " + path);
     }
     double rate = record->rate_per_minute ? double(*record->rate_per_minute) : config_.rate_limit_per_minute;
-    if (int64_t wait = rate_limiter_.take(record->id, rate, std::max(1.0, config_.rate_burst))) {
+    // PostgreSQL keeps the buckets in the database (shared by the replicas); SQLite, per process in memory.
+    const double burst = std::max(1.0, config_.rate_burst);
+    if (int64_t wait = keys_->shared_rate_limits() ? keys_->take_rate(record->id, rate, burst)
+                                                   : rate_limiter_.take(record->id, rate, burst)) {
       res.set_header("Retry-After", std::to_string(wait));
       throw Error(ErrorCode::RateLimited, "rate limit exceeded for this API key: retry in " + std::to_string(wait) + " s");
     }
@@ -417,7 +427,7 @@ class Service {
   Admission admission_;
   RateLimiter rate_limiter_;
   FetchLimits fetch_limits_;
-  std::unique_ptr<KeysDb> keys_;
+  std::unique_ptr<KeyStore> keys_;
   std::unique_ptr<Pipeline> pipeline_;
   std::atomic<bool> ready_{false}, failed_{false};
   std::string load_error_;
