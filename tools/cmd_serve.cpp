@@ -56,7 +56,8 @@ void register_serve(CLI::App& root, CommonOptions& common) {
 namespace {
 
 void print_key(const server::KeyRecord& k) {
-  std::cout << std::left << std::setw(5) << k.id << std::setw(20) << k.name << std::setw(10) << (k.prefix + "…")
+  // setw counts bytes: "…" is 3 bytes and 1 column, so the 10-column prefix field is 12 wide.
+  std::cout << std::left << std::setw(5) << k.id << std::setw(20) << k.name << std::setw(12) << (k.prefix + "…")
             << std::setw(12) << (k.credits ? std::to_string(*k.credits) : "unlimited") << std::setw(8) << k.used
             << std::setw(10) << (k.disabled ? "disabled" : "active")
             << std::setw(10) << (k.rate_per_minute ? std::to_string(*k.rate_per_minute) + "/min" : "default")

@@ -2,6 +2,7 @@
 
 #include <csignal>
 #include <pthread.h>
+#include <sys/socket.h>
 
 #include <atomic>
 #include <chrono>
@@ -56,6 +57,7 @@ struct RequestLog {
   StageTimes times;
   double fetch_ms = 0;
   int detections = -1;
+  size_t in_bytes = 0;  // request body as read (the mask endpoints read it themselves)
   std::string error;
 };
 thread_local RequestLog t_log;
@@ -168,10 +170,24 @@ class Service {
       res.set_header("Access-Control-Expose-Headers",
                      "X-Detections, X-Inference-Time-Ms, X-Unmatched-Phrases, X-Request-Id, x-credits-consumed, "
                      "x-remaining-credits, Retry-After");
+      // Answers decided here come before the body is read: a connection that still carries an unread body is
+      // closed, or its body would be parsed as the next request on the keep-alive connection.
+      const bool unread_body = req.has_header("Transfer-Encoding") ||
+                               (req.has_header("Content-Length") && req.get_header_value("Content-Length") != "0");
+      auto close_if_unread = [&] {
+        if (unread_body && !res.has_header("Connection")) res.set_header("Connection", "close");
+      };
       auto it = allowed.find(req.path);
       bool web_asset = web_asset_for(req.path) != nullptr;
-      if (it == allowed.end() && !web_asset) return httplib::Server::HandlerResponse::Unhandled;
+      if (it == allowed.end() && !web_asset) {
+        // 404 here, before cpp-httplib reads a POST body (without any limit when it is chunked).
+        close_if_unread();
+        set_json_error(res, 404, "not found: " + req.path + " (see /openapi.json for the API)");
+        return httplib::Server::HandlerResponse::Handled;
+      }
       const std::string& methods = it != allowed.end() ? it->second : std::string("GET, HEAD");
+      // Only the POST endpoints read a body (cpp-httplib never reads one for GET, HEAD or OPTIONS).
+      if (req.method != "POST") close_if_unread();
       if (req.method == "OPTIONS" && methods.find("OPTIONS") != std::string::npos) {
         res.status = 204;
         res.set_header("Allow", methods);
@@ -182,18 +198,23 @@ class Service {
       }
       if (methods.find(req.method) == std::string::npos) {
         res.set_header("Allow", methods);
+        close_if_unread();
         set_json_error(res, 405, "method " + req.method + " is not allowed on " + req.path + "; allowed: " + methods);
         return httplib::Server::HandlerResponse::Handled;
       }
       return httplib::Server::HandlerResponse::Unhandled;
     });
 
-    svr.Post("/v1/inpaint-mask-maker", [this](const httplib::Request& req, httplib::Response& res) {
-      handle_mask(req, res, Endpoint::Compatible);
-    });
-    svr.Post("/v1/masks", [this](const httplib::Request& req, httplib::Response& res) {
-      handle_mask(req, res, Endpoint::Native);
-    });
+    // Handlers with a content reader: the body is read here, under --max-body-bytes whatever its framing
+    // (cpp-httplib's own limit only covers a Content-Length body, not a chunked or a compressed one).
+    svr.Post("/v1/inpaint-mask-maker",
+             [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+               handle_mask(req, res, reader, Endpoint::Compatible);
+             });
+    svr.Post("/v1/masks",
+             [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+               handle_mask(req, res, reader, Endpoint::Native);
+             });
     svr.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
       res.set_content(R"({"status":"ok"})", "application/json");
     });
@@ -228,9 +249,10 @@ class Service {
       res.set_content(std::string(asset->data, asset->size), asset->content_type);
     });
 
-    svr.set_error_handler(httplib::Server::HandlerWithResponse([](const httplib::Request& req, httplib::Response& res) {
+    svr.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req, httplib::Response& res) {
       if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
       std::string message = default_message(res.status);
+      if (res.status == 413) message = body_limit_message();
       if (res.status == 404) message = "not found: " + req.path + " (see /openapi.json for the API)";
       set_json_error(res, res.status, message);
       return httplib::Server::HandlerResponse::Handled;
@@ -269,7 +291,7 @@ class Service {
       spdlog::info("request id={} key={} {} {} status={} in={}B out={}B detections={} fetch_ms={:.1f} "
                    "decode_ms={:.1f} detect_ms={:.1f} encode_ms={:.1f} segment_ms={:.1f} post_ms={:.1f} "
                    "output_ms={:.1f}{}{}",
-                   l.id, l.key_id, req.method, req.path, res.status, req.body.size(), res.body.size(),
+                   l.id, l.key_id, req.method, req.path, res.status, std::max(l.in_bytes, req.body.size()), res.body.size(),
                    l.detections, l.fetch_ms, l.times.decode_ms, l.times.detect_ms, l.times.encode_ms,
                    l.times.segment_ms, l.times.post_ms, l.times.output_ms, l.error.empty() ? "" : " error=",
                    l.error.empty() ? "" : json(l.error).dump());
@@ -318,8 +340,58 @@ class Service {
     return record;
   }
 
-  void handle_mask(const httplib::Request& req, httplib::Response& res, Endpoint endpoint) {
+  // Reads the request body (decompressed, de-chunked) into `body`, or the parts of a multipart form into `parts`,
+  // stopping at --max-body-bytes. On failure the error answer is set and false returned.
+  bool read_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader,
+                 std::string& body, std::multimap<std::string, httplib::MultipartFormData>& parts) {
+    const size_t limit = config_.max_body_bytes;
+    size_t total = 0;
+    bool too_large = false;
+    auto count = [&](size_t n) {
+      total += n;
+      if (total > limit) too_large = true;
+      return !too_large;
+    };
+    bool ok;
+    if (req.is_multipart_form_data()) {
+      std::vector<httplib::MultipartFormData> items;
+      ok = reader(
+          [&](const httplib::MultipartFormData& item) {
+            items.push_back(item);
+            return true;
+          },
+          [&](const char* data, size_t n) {
+            if (items.empty() || !count(n)) return false;
+            items.back().content.append(data, n);
+            return true;
+          });
+      for (auto& item : items) parts.emplace(item.name, std::move(item));
+    } else {
+      ok = reader([&](const char* data, size_t n) {
+        if (!count(n)) return false;
+        body.append(data, n);
+        return true;
+      });
+    }
+    t_log.in_bytes = total;
+    if (ok && !too_large) return true;
+    res.set_header("Connection", "close");  // what was not read is still on the connection
+    if (too_large || res.status == 413) fail(res, Error(ErrorCode::PayloadTooLarge, body_limit_message()));
+    else fail(res, Error(ErrorCode::InvalidArgument, "the request body could not be read (truncated, or a bad "
+                                                     "chunked or Content-Encoding framing)"));
+    return false;
+  }
+
+  std::string body_limit_message() const {
+    return "request body is larger than the server's limit of " + std::to_string(config_.max_body_bytes) + " bytes";
+  }
+
+  void handle_mask(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader,
+                   Endpoint endpoint) {
     const auto received = Clock::now();
+    std::string body;
+    std::multimap<std::string, httplib::MultipartFormData> parts;
+    if (!read_body(req, res, reader, body, parts)) return;
     try {
       if (!ready_) throw Error(ErrorCode::NotReady, failed_ ? "models failed to load; see the server log" : "the server is starting: models are loading");
       std::string content_type = req.get_header_value("Content-Type");
@@ -339,15 +411,15 @@ class Service {
       std::vector<uint8_t> image_bytes;
       if (is_multipart) {
         json fields = json::object();
-        for (const auto& [name, part] : req.files) {
+        for (const auto& [name, part] : parts) {
           if (name == "image" && (!part.filename.empty() || part.content_type.rfind("image/", 0) == 0)) continue;
           const std::string& v = part.content;
           json parsed = json::parse(v, nullptr, false);
           // Form fields are text: numbers and booleans are read as JSON, anything else stays a string.
           fields[name] = (!parsed.is_discarded() && (parsed.is_number() || parsed.is_boolean() || parsed.is_array())) ? parsed : json(v);
         }
-        if (req.has_file("image")) {
-          const auto& part = req.get_file_value("image");
+        if (auto image_part = parts.find("image"); image_part != parts.end()) {
+          const auto& part = image_part->second;
           if (!part.filename.empty() || part.content_type.rfind("image/", 0) == 0) {
             image_bytes.assign(part.content.begin(), part.content.end());
             fields["image"] = "uploaded";
@@ -355,7 +427,7 @@ class Service {
         }
         request = parse_mask_request(fields, endpoint);
       } else {
-        request = parse_mask_request(std::string_view(req.body), endpoint);
+        request = parse_mask_request(std::string_view(body), endpoint);
       }
       if (image_bytes.empty()) {
         auto t = Clock::now();
@@ -452,6 +524,12 @@ int run_server(const ServerConfig& config) {
   svr.set_read_timeout(30, 0);
   svr.set_write_timeout(30, 0);
   svr.set_keep_alive_timeout(5);
+  // SO_REUSEADDR only: cpp-httplib's default also sets SO_REUSEPORT, with which a second server on the same port
+  // starts without an error and the kernel shares the connections between the two processes.
+  svr.set_socket_options([](socket_t sock) {
+    int yes = 1;
+    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
+  });
   const size_t workers = size_t(config.max_concurrent + config.queue_length + 8);
   svr.new_task_queue = [workers] { return new httplib::ThreadPool(workers); };
   service.install(svr);
@@ -462,27 +540,34 @@ int run_server(const ServerConfig& config) {
   }
   spdlog::info("maskmaker {} listening on http://{}:{}", version(), config.host, config.port);
 
+  std::atomic<bool> listen_done{false};
+  // cpp-httplib's stop() does nothing before listen has started (a pack that fails to load fails in
+  // microseconds, a signal may come as early): wait until it runs, or has returned, then stop it.
+  auto stop_server = [&] {
+    while (!svr.is_running() && !listen_done.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
+    svr.stop();
+  };
   std::atomic<bool> stopping{false};
   std::thread signal_thread([&] {
     int sig = 0;
     sigwait(&signals, &sig);
-    if (stopping.exchange(true)) return;
-    spdlog::info("signal {} received: no new connections, finishing requests in flight", sig);
-    svr.stop();
+    if (listen_done.load()) return;  // woken by the main thread on the way out
+    if (!stopping.exchange(true))
+      spdlog::info("signal {} received: no new connections, finishing requests in flight", sig);
+    stop_server();
   });
   std::thread loader([&] {
     service.load_models();
-    if (service.failed() && !stopping.exchange(true)) svr.stop();
+    if (service.failed()) {
+      stopping.store(true);
+      stop_server();
+    }
   });
 
   svr.listen_after_bind();  // returns once stopped and every worker has finished its request
+  listen_done.store(true);
   loader.join();
-  if (!stopping.exchange(true)) {
-    pthread_kill(signal_thread.native_handle(), SIGTERM);
-  } else {
-    // The signal thread may still sit in sigwait if the loader stopped us: wake it.
-    pthread_kill(signal_thread.native_handle(), SIGTERM);
-  }
+  pthread_kill(signal_thread.native_handle(), SIGTERM);  // wake the signal thread if it still waits
   signal_thread.join();
   spdlog::info("stopped");
   return service.failed() ? 1 : 0;
