@@ -155,8 +155,13 @@ std::vector<uint8_t> fetch_url(const std::string& url, const FetchLimits& limits
     std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
     std::string host = p.host;
     if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
+    // Pin the name to the address just checked (no second lookup: no DNS rebinding). An IP literal needs no pin,
+    // and curl cannot parse a "HOST:PORT:ADDRESS" entry whose HOST is an IPv6 literal.
+    in6_addr v6{};
+    const bool ipv6_literal = inet_pton(AF_INET6, host.c_str(), &v6) == 1;
     std::string pin = host + ":" + p.port + ":" + (address.find(':') != std::string::npos ? "[" + address + "]" : address);
-    std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> resolve(curl_slist_append(nullptr, pin.c_str()), curl_slist_free_all);
+    std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> resolve(
+        ipv6_literal ? nullptr : curl_slist_append(nullptr, pin.c_str()), curl_slist_free_all);
     Sink sink;
     sink.max_bytes = limits.max_bytes;
     char error[CURL_ERROR_SIZE] = {};

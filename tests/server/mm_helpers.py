@@ -289,7 +289,12 @@ class Upstream:
                     return self._send(302, b"", "text/plain", {"Location": f"/loop/{n}"})
                 return self._send(404, b"not here", "text/plain")
 
-        self.httpd = ThreadingHTTPServer((host, 0), Handler)
+        server_class = ThreadingHTTPServer
+        if ":" in host:
+            class ServerV6(ThreadingHTTPServer):
+                address_family = socket.AF_INET6
+            server_class = ServerV6
+        self.httpd = server_class((host, 0), Handler)
         self.httpd.daemon_threads = True
         self.host = host
         self.port = self.httpd.server_address[1]
@@ -301,7 +306,8 @@ class Upstream:
         return self.url(f"/file/{name}")
 
     def url(self, path: str, host: str | None = None) -> str:
-        return f"http://{host or self.host}:{self.port}{path}"
+        host = host or self.host
+        return f"http://[{host}]:{self.port}{path}" if ":" in host else f"http://{host}:{self.port}{path}"
 
     def close(self):
         self.httpd.shutdown()

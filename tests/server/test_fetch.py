@@ -69,6 +69,23 @@ def test_localhost_name_refused_without_flag(server, upstream):
     assert "forbidden address (loopback)" in msg
 
 
+def test_ipv6_literal_urls(private, upstream, images):
+    """IPv6 literals: the IPv4-mapped form reaches the IPv4 upstream; [::1] an IPv6 one (where there is ::1)."""
+    r = private.post(req(f"http://[::ffff:127.0.0.1]:{upstream.port}/file/small.png"))
+    assert r.status_code == 200, r.text
+    try:
+        v6 = h.Upstream("::1")
+    except OSError:
+        pytest.skip("no IPv6 loopback here")
+    try:
+        v6.add("small.png", h.png_bytes(20, 10))
+        r = private.post(req(v6.url("/file/small.png")))
+        assert r.status_code == 200, r.text
+        assert h.open_image(r.content).size == (20, 10)
+    finally:
+        v6.close()
+
+
 def test_fetched_text_is_unsupported_format(private, images):
     assert_error(private.post(req(images["text"])), 400,
                  "unsupported image format: expected JPEG, PNG, WebP, BMP, GIF or TIFF")

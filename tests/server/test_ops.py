@@ -342,6 +342,16 @@ def test_port_taken_by_another_program_fails():
     assert "cannot listen" in p.stdout + p.stderr
 
 
+def test_unusable_keys_database_exits_nonzero(tmp_path):
+    bad = tmp_path / "not-a-db"
+    bad.write_bytes(b"this is not SQLite" * 100)
+    for db in (tmp_path / "no" / "such" / "dir" / "k.db", bad):
+        p = subprocess.run([str(h.BIN), "serve", "--host", "127.0.0.1", "--port", str(h.free_port()), "--models",
+                            h.MODELS, "--keys-db", str(db)], capture_output=True, text=True, timeout=60)
+        assert p.returncode != 0
+        assert "keys database" in p.stdout + p.stderr
+
+
 def test_bad_flags_are_usage_errors():
     for args in (["--port", "70000"], ["--max-concurrent", "0"], ["--no-such-flag"]):
         p = subprocess.run([str(h.BIN), "serve", *args], capture_output=True, text=True, timeout=60)
