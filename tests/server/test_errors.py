@@ -250,6 +250,21 @@ def test_compressed_body_under_limit_is_accepted(limited, small_png):
     assert r.status_code == 200, r.text
 
 
+def test_deflate_body_is_accepted(limited, small_png):
+    raw = json.dumps(req(h.b64(small_png))).encode()
+    r = limited.post(data=zlib.compress(raw), headers={"Content-Type": "application/json",
+                                                        "Content-Encoding": "deflate"})
+    assert r.status_code == 200, r.text
+
+
+def test_undecodable_compressed_body_is_400(server):
+    r = server.post(data=b"this is not gzip data", headers={"Content-Type": "application/json",
+                                                            "Content-Encoding": "gzip"})
+    assert_error(r, 400, "the request body could not be read (truncated, or a bad chunked or Content-Encoding "
+                         "framing)")
+    assert server.get("/healthz").status_code == 200
+
+
 def test_pixel_limit_flag(limited):
     assert_error(limited.post(req(h.b64(h.png_bytes(101, 100)))), 400,
                  "image is 101x100 = 10100 pixels, over the limit of 10000")
