@@ -136,11 +136,13 @@ def test_unread_body_does_not_poison_keep_alive(server, method, path, status):
         s.close()
 
 
-def test_415_with_large_body_then_next_request(server):
+@pytest.mark.parametrize("ctype", ["text/plain", "application/x-www-form-urlencoded"])
+def test_415_with_large_body_then_next_request(server, ctype):
     s = requests.Session()
     try:
-        r = s.post(server.url(h.COMPAT), data=b"x" * 200_000, headers={"Content-Type": "text/plain"}, timeout=30)
-        assert_error(r, 415)
+        r = s.post(server.url(h.COMPAT), data=b"prompt=" + b"x" * 200_000, headers={"Content-Type": ctype},
+                   timeout=30)
+        assert_error(r, 415, f"Content-Type must be application/json or multipart/form-data, not '{ctype}'")
         assert s.get(server.url("/healthz"), timeout=30).status_code == 200
     finally:
         s.close()
