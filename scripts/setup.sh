@@ -13,6 +13,7 @@ APT_PACKAGES=(
   python3 python3-pytest python3-requests python3-pil python3-numpy
   chromium
   postgresql nginx python3-yaml
+  clang libclang-rt-14-dev
 )
 command -v npm >/dev/null 2>&1 || APT_PACKAGES+=(nodejs npm)
 
