@@ -41,6 +41,27 @@ std::optional<cv::Size> jpeg_size(std::span<const uint8_t> b) {
   return std::nullopt;
 }
 
+// A complete JPEG ends its entropy-coded data with an EOI marker. libjpeg decodes a truncated file without an
+// error (the missing rows come out grey), so a file with no EOI after its first scan is refused as truncated.
+// Markers cannot occur inside entropy-coded data (0xFF is stuffed as FF 00), so the search is exact.
+bool jpeg_truncated(std::span<const uint8_t> b) {
+  size_t i = 2;
+  while (i + 4 <= b.size()) {
+    if (b[i] != 0xFF) return false;  // not a marker where one must be: libjpeg will judge
+    uint8_t marker = b[i + 1];
+    if (marker == 0xFF) { ++i; continue; }
+    if (marker == 0xD8 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) { i += 2; continue; }
+    if (marker == 0xD9) return false;  // EOI before any scan: libjpeg reports "no image"
+    if (marker == 0xDA) {
+      for (size_t k = i + 2; k + 1 < b.size(); ++k)
+        if (b[k] == 0xFF && b[k + 1] == 0xD9) return false;
+      return true;
+    }
+    i += 2 + ((size_t(b[i + 2]) << 8) | b[i + 3]);
+  }
+  return true;  // the headers themselves end early
+}
+
 }  // namespace
 
 const char* image_format_name(ImageFormat f) {
@@ -137,6 +158,9 @@ DecodedImage decode_image(std::span<const uint8_t> bytes, const DecodeLimits& li
                 "image");
   }
 
+  if (out.format == ImageFormat::Jpeg && jpeg_truncated(bytes))
+    throw Error(ErrorCode::BadImage, "the jpeg image is truncated (it has no end-of-image marker) and cannot be decoded",
+                "image");
   cv::Mat decoded;
   if (out.format == ImageFormat::Gif) {
     decoded = decode_gif_first_frame(bytes);

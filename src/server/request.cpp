@@ -10,6 +10,9 @@ namespace {
 
 using nlohmann::json;
 constexpr size_t kMaxDepth = 32;
+// Longest prompt (bytes, also of a native `phrases` list joined): phrases that match nothing come back in the
+// X-Unmatched-Phrases header, and HTTP clients refuse header lines over 64 KiB (Python's http.client).
+constexpr size_t kMaxPromptBytes = 4096;
 
 const json* field(const json& body, const char* name) {
   auto it = body.find(name);
@@ -114,6 +117,12 @@ MaskRequest parse_mask_request(const json& body, Endpoint endpoint) {
     r.prompt = get_string(body, "prompt", true);
     if (split_prompt(r.prompt).empty())
       throw Error(ErrorCode::InvalidArgument, "prompt is empty: give one or more phrases separated by commas", "prompt");
+  }
+  if (r.prompt.size() > kMaxPromptBytes) {
+    const char* name = native && field(body, "phrases") ? "phrases" : "prompt";
+    throw Error(ErrorCode::InvalidArgument, std::string(name) + " is " + std::to_string(r.prompt.size()) +
+                                                " bytes long; at most " + std::to_string(kMaxPromptBytes) + " are allowed",
+                name);
   }
   r.image = get_string(body, "image", true);
   if (r.image.empty()) throw Error(ErrorCode::InvalidArgument, "image is empty: give an http(s) URL, a data URI or base64", "image");
