@@ -12,10 +12,11 @@
 
 #include <curl/curl.h>
 #include <nlohmann/json.hpp>
-#include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 
 #include "commands.hpp"
+#include "pipeline/model_pack.hpp"
+#include "runtime/ort_runtime.hpp"
 
 namespace fs = std::filesystem;
 
@@ -48,33 +49,7 @@ std::vector<RemoteFile> open_vocab_files() {
 
 [[noreturn]] void fail(const std::string& message) { throw Error(ErrorCode::FetchFailed, message); }
 
-std::string sha256_file(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in) fail("cannot read " + path);
-  std::unique_ptr<EVP_MD_CTX, decltype(&EVP_MD_CTX_free)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr);
-  std::vector<char> buffer(1 << 20);
-  while (in) {
-    in.read(buffer.data(), std::streamsize(buffer.size()));
-    if (in.gcount() > 0) EVP_DigestUpdate(ctx.get(), buffer.data(), size_t(in.gcount()));
-  }
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int len = 0;
-  EVP_DigestFinal_ex(ctx.get(), digest, &len);
-  static const char* hex = "0123456789abcdef";
-  std::string out;
-  for (unsigned i = 0; i < len; ++i) {
-    out += hex[digest[i] >> 4];
-    out += hex[digest[i] & 15];
-  }
-  return out;
-}
-
-// A pack.json path: relative to the pack folder unless absolute.
-std::string resolve_pack_path(const std::string& dir, const std::string& path) {
-  fs::path p(path);
-  return (p.is_absolute() ? p : fs::path(dir) / p).lexically_normal().string();
-}
+using rt::sha256_file;  // the same check the pack loader uses
 
 struct Transfer {
   std::FILE* file = nullptr;
