@@ -75,6 +75,12 @@ decode = {
     "bmp_24.bmp": img(g, "BMP"),
     "tiff_rgb.tif": img(g, "TIFF"),
 }
+# A 3000x3000 first frame on a 16x16 logical screen (the screen size is what the header check saw).
+big_frame = Image.new("P", (3000, 3000), 0)
+big_frame.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+gif_bomb = bytearray(img(big_frame, "GIF"))
+gif_bomb[6:10] = struct.pack("<HH", 16, 16)
+decode["gif_frame_bigger_than_screen.gif"] = bytes(gif_bomb)
 for name, data in decode.items():
     write("decode", name, data)
 

@@ -163,7 +163,7 @@ DecodedImage decode_image(std::span<const uint8_t> bytes, const DecodeLimits& li
                 "image");
   cv::Mat decoded;
   if (out.format == ImageFormat::Gif) {
-    decoded = decode_gif_first_frame(bytes);
+    decoded = decode_gif_first_frame(bytes, limits.max_pixels);
   } else {
     cv::Mat buffer(1, int(bytes.size()), CV_8UC1, const_cast<uint8_t*>(bytes.data()));
     try {

@@ -6,6 +6,8 @@
 
 #include <gif_lib.h>
 
+#include "maskmaker/maskmaker.hpp"
+
 namespace maskmaker {
 namespace {
 
@@ -24,7 +26,7 @@ int read_bytes(GifFileType* gif, GifByteType* out, int n) {
 
 }  // namespace
 
-cv::Mat decode_gif_first_frame(std::span<const uint8_t> bytes) {
+cv::Mat decode_gif_first_frame(std::span<const uint8_t> bytes, int64_t max_pixels) {
   Reader reader{bytes};
   int error = 0;
   GifFileType* gif = DGifOpen(&reader, read_bytes, &error);
@@ -49,6 +51,13 @@ cv::Mat decode_gif_first_frame(std::span<const uint8_t> bytes) {
       const GifImageDesc& d = gif->Image;
       const ColorMapObject* map = d.ColorMap ? d.ColorMap : gif->SColorMap;
       if (!map || d.Width <= 0 || d.Height <= 0) return {};
+      // A 16x16 screen may declare a 65535x65535 frame: a minute of LZW from 3 MB, past the header-size check.
+      const int64_t frame_pixels = int64_t(d.Width) * d.Height;
+      if (frame_pixels > max_pixels)
+        throw Error(ErrorCode::ImageTooLarge,
+                    "the gif's first frame is " + std::to_string(d.Width) + "x" + std::to_string(d.Height) + " = " +
+                        std::to_string(frame_pixels) + " pixels, over the limit of " + std::to_string(max_pixels),
+                    "image");
       cv::Mat canvas(gif->SHeight, gif->SWidth, CV_8UC3, cv::Scalar(0, 0, 0));
       if (gif->SColorMap && gif->SBackGroundColor < gif->SColorMap->ColorCount) {
         const GifColorType& c = gif->SColorMap->Colors[gif->SBackGroundColor];
@@ -63,8 +72,9 @@ cv::Mat decode_gif_first_frame(std::span<const uint8_t> bytes) {
         for (int y = 0; y < d.Height; ++y) rows.push_back(y);
       }
       for (int y : rows) {
-        if (DGifGetLine(gif, line.data(), d.Width) == GIF_ERROR) return {};
         int cy = d.Top + y;
+        if (!d.Interlace && cy >= canvas.rows) break;  // the rest of the frame lies below the screen
+        if (DGifGetLine(gif, line.data(), d.Width) == GIF_ERROR) return {};
         if (cy < 0 || cy >= canvas.rows) continue;
         auto* out = canvas.ptr<cv::Vec3b>(cy);
         for (int x = 0; x < d.Width; ++x) {

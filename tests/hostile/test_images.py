@@ -47,6 +47,16 @@ def webp_animated():
     return pil_bytes(frames[0], "WEBP", save_all=True, append_images=frames[1:], duration=100)
 
 
+def gif_big_frame(frame, screen):
+    """A GIF whose first frame (frame x frame) is larger than its logical screen (screen x screen): the header
+    check sees the screen; the frame's LZW data is what giflib decodes."""
+    im = Image.new("P", (frame, frame), 0)
+    im.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
+    data = bytearray(pil_bytes(im, "GIF"))
+    data[6:10] = struct.pack("<HH", screen, screen)
+    return bytes(data)
+
+
 def gif_header(w, h):
     return b"GIF89a" + struct.pack("<HHBBB", w, h, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff" + b"," + \
         struct.pack("<HHHHB", 0, 0, w, h, 0) + b"\x02\x02\x44\x01\x00;"
@@ -169,6 +179,9 @@ def cases():
                         ("WebP declaring 16384x16384", webp_vp8x(16384, 16384)),
                         ("TIFF declaring 100000x100000", tiff_header(100000, 100000))):
         add(f"pixel bomb: {label}", 400, data, field="pixel" if "2^31" not in label else "image", forms=both)
+    add("GIF: 8000x8000 first frame on a 16x16 screen", 400, gif_big_frame(8000, 16), field="pixels")
+    add("GIF: 3000x3000 first frame on a 16x16 screen (within the limit)", 200, gif_big_frame(3000, 16),
+        size=(16, 16))
     add("PNG declaring 2^32-1 wide (over INT32)", 400, png_raw(2**32 - 1, 1), field="image")
     add("BMP with height INT32_MIN", 400, bmp_header(10, -2**31), field="image")
 

@@ -47,6 +47,25 @@ TEST(Hostile, TruncatedJpegIsRefused) {
   EXPECT_NO_THROW(decode_image(trailing));
 }
 
+// A GIF's first frame may be far larger than its logical screen (the size the header check reads): giflib
+// decodes it all, so a 16x16 GIF declaring a 20000x20000 frame cost ~10 s of LZW from 300 kB. The frame is held
+// to the pixel limit, and rows below the screen are not decoded.
+TEST(Hostile, GifFrameLargerThanScreenIsBounded) {
+  auto gif = read_bytes(corpus("decode") / "gif_frame_bigger_than_screen.gif");  // 3000x3000 frame, 16x16 screen
+  ASSERT_FALSE(gif.empty());
+  DecodeLimits small;
+  small.max_pixels = 4'000'000;
+  try {
+    decode_image(gif, small);
+    FAIL() << "a 9 Mpx frame passed a 4 Mpx limit";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::ImageTooLarge);
+    EXPECT_NE(std::string(e.what()).find("3000x3000"), std::string::npos) << e.what();
+  }
+  DecodedImage img = decode_image(gif);  // within the default limit: decodes, clipped to the screen
+  EXPECT_EQ(img.bgr.size(), cv::Size(16, 16));
+}
+
 // Every photo the project ships tests with ends its scan with EOI (the truncation check does not refuse them).
 TEST(Hostile, SampleJpegsAreNotTakenForTruncated) {
   for (const auto& entry : fs::directory_iterator(shared_dir() + "/data/samples")) {
