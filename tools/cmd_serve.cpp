@@ -45,6 +45,21 @@ void register_serve(CLI::App& root, CommonOptions& common) {
       ->envname("MASKMAKER_ALLOW_PRIVATE_URLS");
   serve->add_option("--image-cache", cfg->pipeline.image_cache_entries, "Image embeddings kept (about 4 MiB each)")
       ->envname("MASKMAKER_IMAGE_CACHE")->capture_default_str();
+  serve->add_option("--public-url", cfg->public_url,
+                    "Base URL of this server for the absolute URLs in answers (status_url), e.g. "
+                    "https://masks.example.com; default: from the request's Host (and X-Forwarded-Proto/-Host)")
+      ->envname("MASKMAKER_PUBLIC_URL");
+  serve->add_option("--jobs-db", cfg->jobs_db,
+                    "SQLite file of the asynchronous jobs (/v2); default: beside a SQLite --keys-db "
+                    "(keys.db -> keys-jobs.db), else $TMPDIR/maskmaker-jobs-<port>.db")
+      ->envname("MASKMAKER_JOBS_DB");
+  serve->add_option("--jobs-queue-length", cfg->jobs_queue_length, "Asynchronous jobs waiting before 503")
+      ->envname("MASKMAKER_JOBS_QUEUE_LENGTH")->check(CLI::Range(0, 10000000))->capture_default_str();
+  serve->add_option("--jobs-ttl-seconds", cfg->jobs_ttl_seconds, "How long finished jobs and their results are kept")
+      ->envname("MASKMAKER_JOBS_TTL_SECONDS")->check(CLI::Range(int64_t(1), int64_t(365) * 86400))->capture_default_str();
+  serve->add_option("--jobs-max-result-bytes", cfg->jobs_max_result_bytes,
+                    "Results of finished jobs kept, in bytes in all (the oldest expire first)")
+      ->envname("MASKMAKER_JOBS_MAX_RESULT_BYTES")->check(CLI::Range(int64_t(1), INT64_MAX))->capture_default_str();
   serve->callback([cfg, &common] {
     cfg->pipeline.models_dir = common.models;
     cfg->pipeline.device = common.device;

@@ -20,14 +20,28 @@ class Admission {
     ++waiting_;
     bool ok = cv_.wait_until(lock, deadline, [&] { return active_ < max_active_; });
     --waiting_;
-    if (!ok) return Result::TimedOut;
+    if (!ok) {
+      background_cv_.notify_all();  // one waiter fewer: background work may now go
+      return Result::TimedOut;
+    }
     ++active_;
     return Result::Admitted;
+  }
+
+  // For background work (asynchronous jobs, src/server/jobs.hpp): a slot only when one is free and no request
+  // waits for one, so that requests keep priority. No queue limit; false when `deadline` passes first.
+  bool enter_background(std::chrono::steady_clock::time_point deadline) {
+    std::unique_lock lock(mutex_);
+    if (!background_cv_.wait_until(lock, deadline, [&] { return active_ < max_active_ && waiting_ == 0; }))
+      return false;
+    ++active_;
+    return true;
   }
 
   void leave() {
     { std::lock_guard lock(mutex_); --active_; }
     cv_.notify_one();
+    background_cv_.notify_all();
   }
 
   int active() const { std::lock_guard lock(mutex_); return active_; }
@@ -38,6 +52,7 @@ class Admission {
   const int max_active_, max_queue_;
   mutable std::mutex mutex_;
   std::condition_variable cv_;
+  std::condition_variable background_cv_;
   int active_ = 0, waiting_ = 0;
 };
 

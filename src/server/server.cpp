@@ -27,6 +27,7 @@
 #include "server/api.hpp"
 #include "server/base64.hpp"
 #include "server/http_errors.hpp"
+#include "server/jobs.hpp"
 #include "server/keys_db.hpp"
 #include "server/rate_limit.hpp"
 #include "server/request.hpp"
@@ -139,6 +140,13 @@ class Service {
     fetch_limits_.connect_timeout_ms = std::min(config.fetch_timeout_ms, 5000L);
     fetch_limits_.max_bytes = config.fetch_max_bytes;
     metrics_.ready.Add({}).Set(0);
+    JobsContext jobs_context;  // asynchronous jobs (/v2): workers start taking jobs once the models are loaded
+    jobs_context.admission = &admission_;
+    jobs_context.keys = keys_.get();
+    jobs_context.registry = &metrics_.registry;
+    jobs_context.pipeline = [this]() -> Pipeline* { return ready_ ? pipeline_.get() : nullptr; };
+    jobs_context.fetch_limits = fetch_limits_;
+    jobs_ = std::make_unique<Jobs>(config_, std::move(jobs_context));
   }
 
   void load_models() {
@@ -160,6 +168,7 @@ class Service {
     // Known paths and their methods: anything else on them is 405 with Allow.
     static const std::map<std::string, std::string> allowed = {
         {"/v1/inpaint-mask-maker", "POST, OPTIONS"}, {"/v1/masks", "POST, OPTIONS"}, {"/healthz", "GET, HEAD"},
+        {"/v2/inpaint-mask-maker", "POST, OPTIONS"},
         {"/readyz", "GET, HEAD"}, {"/metrics", "GET, HEAD"}, {"/openapi.json", "GET, HEAD"}, {"/", "GET, HEAD"}};
     svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
       t_log = RequestLog{};
@@ -179,13 +188,14 @@ class Service {
       };
       auto it = allowed.find(req.path);
       bool web_asset = web_asset_for(req.path) != nullptr;
-      if (it == allowed.end() && !web_asset) {
+      bool job_path = is_job_path(req.path);  // /v2/requests/{id}[/status] (jobs.hpp)
+      if (it == allowed.end() && !web_asset && !job_path) {
         // 404 here, before cpp-httplib reads a POST body (without any limit when it is chunked).
         close_if_unread();
         set_json_error(res, 404, "not found: " + req.path + " (see /openapi.json for the API)");
         return httplib::Server::HandlerResponse::Handled;
       }
-      const std::string& methods = it != allowed.end() ? it->second : std::string("GET, HEAD");
+      const std::string& methods = it != allowed.end() ? it->second : std::string(job_path ? "GET, HEAD, OPTIONS" : "GET, HEAD");
       // Only the POST endpoints read a body (cpp-httplib never reads one for GET, HEAD or OPTIONS).
       if (req.method != "POST") close_if_unread();
       if (req.method == "OPTIONS" && methods.find("OPTIONS") != std::string::npos) {
@@ -215,6 +225,11 @@ class Service {
              [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
                handle_mask(req, res, reader, Endpoint::Native);
              });
+    svr.Post("/v2/inpaint-mask-maker",
+             [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
+               handle_mask(req, res, reader, Endpoint::Compatible, /*async=*/true);
+             });
+    jobs_->install(svr);
     svr.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
       res.set_content(R"({"status":"ok"})", "application/json");
     });
@@ -274,12 +289,13 @@ class Service {
   void log_request(const httplib::Request& req, const httplib::Response& res) {
     const RequestLog& l = t_log;
     std::string route = l.route.empty() ? req.path : l.route;
-    if (route.rfind("/v1/", 0) != 0 && route != "/healthz" && route != "/readyz" && route != "/metrics" &&
+    if (std::string job_route = job_route_label(route); !job_route.empty()) route = job_route;
+    else if (route.rfind("/v1/", 0) != 0 && route != "/healthz" && route != "/readyz" && route != "/metrics" &&
         route != "/openapi.json")
       route = web_asset_for(route) ? "web" : "other";  // bounded label set
     metrics_.requests.Add({{"route", route}, {"status", std::to_string(res.status)}}).Increment();
     double total_ms = l.times.total_ms() + l.fetch_ms;
-    if (route.rfind("/v1/", 0) == 0) {
+    if (route.rfind("/v1/", 0) == 0 || route == "/v2/inpaint-mask-maker") {
       metrics_.latency.Add({{"route", route}}, Metrics::buckets()).Observe(total_ms / 1000.0);
       metrics_.observe_stage("fetch", l.fetch_ms);
       metrics_.observe_stage("decode", l.times.decode_ms);
@@ -386,8 +402,9 @@ class Service {
     return "request body is larger than the server's limit of " + std::to_string(config_.max_body_bytes) + " bytes";
   }
 
+  // async: POST /v2/inpaint-mask-maker, checked as the /v1 endpoint, then queued as a job (jobs.hpp).
   void handle_mask(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader,
-                   Endpoint endpoint) {
+                   Endpoint endpoint, bool async = false) {
     const auto received = Clock::now();
     std::string body;
     std::multimap<std::string, httplib::MultipartFormData> parts;
@@ -428,6 +445,11 @@ class Service {
         request = parse_mask_request(fields, endpoint);
       } else {
         request = parse_mask_request(std::string_view(body), endpoint);
+      }
+      if (async) {
+        jobs_->submit(req, res, request, std::move(image_bytes), key ? std::optional<int64_t>(key->id) : std::nullopt,
+                      body, parts);
+        return;
       }
       if (image_bytes.empty()) {
         auto t = Clock::now();
@@ -504,6 +526,7 @@ class Service {
   std::atomic<bool> ready_{false}, failed_{false};
   std::string load_error_;
   Metrics metrics_;
+  std::unique_ptr<Jobs> jobs_;  // last: stopped (its workers joined) before anything they use is destroyed
 };
 
 }  // namespace

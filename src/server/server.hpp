@@ -23,6 +23,11 @@ struct ServerConfig {
   double rate_burst = 10;
   bool allow_private_urls = false;
   std::string public_url;           // for absolute URLs in answers; default from Host
+  // Asynchronous jobs (/v2, src/server/jobs.hpp)
+  std::string jobs_db;              // empty: beside a SQLite keys_db ("keys.db" -> "keys-jobs.db"), else in $TMPDIR
+  int jobs_queue_length = 1000;     // jobs waiting; beyond -> 503
+  int64_t jobs_ttl_seconds = 3600;  // finished jobs are kept this long
+  int64_t jobs_max_result_bytes = int64_t(512) * 1024 * 1024;  // results kept, in all (the oldest go first)
 };
 
 // Runs until SIGTERM/SIGINT; returns the process exit code.

@@ -202,4 +202,13 @@ std::vector<uint8_t> fetch_url(const std::string& url, const FetchLimits& limits
   throw Error(ErrorCode::FetchFailed, "the image URL redirected more than " + std::to_string(limits.max_redirects) + " times", "image");
 }
 
+void check_url(const std::string& url, const FetchLimits& limits) {
+  Parsed p = parse_url(url);
+  try {
+    checked_address(p, limits.allow_private);
+  } catch (const Error& e) {
+    if (e.code() == ErrorCode::ForbiddenUrl) throw;
+  }
+}
+
 }  // namespace maskmaker::server

@@ -24,4 +24,9 @@ std::string forbidden_address_reason(const std::string& ip_literal);
 // PayloadTooLarge (413), Timeout (504).
 std::vector<uint8_t> fetch_url(const std::string& url, const FetchLimits& limits);
 
+// The checks fetch_url makes before it connects (URL syntax, scheme, every resolved address against the guard),
+// without fetching, for a URL to be fetched later (asynchronous jobs): throws ForbiddenUrl (400). A host that does
+// not resolve passes: the fetch reports it.
+void check_url(const std::string& url, const FetchLimits& limits);
+
 }  // namespace maskmaker::server

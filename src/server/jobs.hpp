@@ -1,0 +1,76 @@
+// Asynchronous jobs: the hosted API's v2 submit-and-poll contract over the synchronous pipeline.
+//
+//   POST /v2/inpaint-mask-maker        the /v1 body (+ optional webhook_url): 200 {request_id, status_url, response_url}
+//   GET  /v2/requests/{id}/status      {status: QUEUED|PROCESSING|COMPLETED|FAILED}; FAILED: 422 with "error"
+//   GET  /v2/requests/{id}             COMPLETED: {status, output, metrics}; QUEUED/PROCESSING: 202; FAILED: 422
+//
+// The request is validated when it is submitted (every 400 of the synchronous endpoint, image URL guard
+// included); what can only fail later (fetching the URL, decoding, the credit) makes a FAILED job. Jobs live in a
+// SQLite file (jobs_store.hpp): they survive restarts. Workers (one per --max-concurrent slot) take them in order
+// of submission and run them through the server's admission control with a lower priority than synchronous
+// requests: a job starts only when a slot is free and no synchronous request waits for one. Finished jobs are kept
+// --jobs-ttl-seconds, and their results at most --jobs-max-result-bytes in all (the oldest go first). A webhook, when
+// the body names one, is called by a separate thread when the job ends.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <map>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <httplib.h>
+
+#include "maskmaker/maskmaker.hpp"
+#include "server/request.hpp"
+#include "server/server.hpp"
+
+namespace prometheus { class Registry; }
+
+namespace maskmaker::server {
+
+class Admission;
+class KeyStore;
+
+// What the jobs use of the server.
+struct JobsContext {
+  Admission* admission = nullptr;
+  KeyStore* keys = nullptr;                // null: open access
+  prometheus::Registry* registry = nullptr;
+  std::function<Pipeline*()> pipeline;     // null until the models are loaded
+  FetchLimits fetch_limits;
+};
+
+class Jobs {
+ public:
+  Jobs(const ServerConfig& config, JobsContext context);
+  // Stops: a worker finishes the job it runs; jobs still queued stay in the database for the next start.
+  ~Jobs();
+
+  // The GET routes (/v2/requests/...). The submit route goes through the server's mask handler, which reads,
+  // authorises and parses the body as for /v1/inpaint-mask-maker and then calls submit().
+  void install(httplib::Server& svr);
+
+  // Queues a parsed request and answers 200 {request_id, status_url, response_url}. Throws Error for what the
+  // synchronous endpoint would refuse (400, 413), and Overloaded (503) when the job queue is full.
+  void submit(const httplib::Request& req, httplib::Response& res, const MaskRequest& request,
+              std::vector<uint8_t> image_bytes, std::optional<int64_t> key_id, const std::string& json_body,
+              const std::multimap<std::string, httplib::MultipartFormData>& parts);
+
+  // Where the jobs are kept: --jobs-db; else beside a SQLite --keys-db ("keys.db" -> "keys-jobs.db"); else
+  // (no keys, or keys in PostgreSQL) maskmaker-jobs-<port>.db in $TMPDIR (/tmp).
+  static std::string database_path(const ServerConfig& config);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// /v2/requests/{id} and /v2/requests/{id}/status.
+bool is_job_path(const std::string& path);
+// A bounded metrics label for a /v2 path ("/v2/requests/{id}"), or "" when it is not one of the jobs' paths.
+std::string job_route_label(const std::string& path);
+
+}  // namespace maskmaker::server
