@@ -81,6 +81,10 @@ big_frame.putpalette([0, 0, 0, 255, 0, 0] + [0] * 762)
 gif_bomb = bytearray(img(big_frame, "GIF"))
 gif_bomb[6:10] = struct.pack("<HH", 16, 16)
 decode["gif_frame_bigger_than_screen.gif"] = bytes(gif_bomb)
+# A progressive JPEG whose last scan is repeated 150 times (libjpeg accepts repeats; each is a pass over every block).
+prog = img(g, "JPEG", quality=50, progressive=True)
+last_scan = prog[prog.rfind(b"\xff\xda"):prog.rfind(b"\xff\xd9")]
+decode["jpeg_150_scans.jpg"] = prog[:prog.rfind(b"\xff\xd9")] + last_scan * 149 + b"\xff\xd9"
 for name, data in decode.items():
     write("decode", name, data)
 

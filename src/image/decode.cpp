@@ -41,26 +41,39 @@ std::optional<cv::Size> jpeg_size(std::span<const uint8_t> b) {
   return std::nullopt;
 }
 
-// A complete JPEG ends its entropy-coded data with an EOI marker. libjpeg decodes a truncated file without an
-// error (the missing rows come out grey), so a file with no EOI after its first scan is refused as truncated.
-// Markers cannot occur inside entropy-coded data (0xFF is stuffed as FF 00), so the search is exact.
-bool jpeg_truncated(std::span<const uint8_t> b) {
+// A JPEG's scans after its headers: whether the data ends (an EOI marker after the first scan) and how many scans
+// (SOS markers) it holds. libjpeg decodes a truncated file without an error (the missing rows come out grey), and
+// it accepts any number of repeated progressive scans (a warning only), each costing a pass over every block: a
+// few hundred kB of 26-byte scans on a 7000x7000 image took minutes. Markers cannot occur inside entropy-coded
+// data (0xFF is stuffed as FF 00), so counting them is exact.
+struct JpegScans {
+  bool complete = false;
+  size_t scans = 0;
+};
+
+JpegScans jpeg_scans(std::span<const uint8_t> b) {
+  JpegScans out;
   size_t i = 2;
   while (i + 4 <= b.size()) {
-    if (b[i] != 0xFF) return false;  // not a marker where one must be: libjpeg will judge
+    if (b[i] != 0xFF) { out.complete = true; return out; }  // not a marker where one must be: libjpeg will judge
     uint8_t marker = b[i + 1];
     if (marker == 0xFF) { ++i; continue; }
     if (marker == 0xD8 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) { i += 2; continue; }
-    if (marker == 0xD9) return false;  // EOI before any scan: libjpeg reports "no image"
+    if (marker == 0xD9) { out.complete = true; return out; }  // EOI before any scan: libjpeg reports "no image"
     if (marker == 0xDA) {
-      for (size_t k = i + 2; k + 1 < b.size(); ++k)
-        if (b[k] == 0xFF && b[k + 1] == 0xD9) return false;
-      return true;
+      out.scans = 1;
+      for (size_t k = i + 2; k + 1 < b.size(); ++k) {
+        if (b[k] != 0xFF) continue;
+        if (b[k + 1] == 0xDA) ++out.scans;
+        if (b[k + 1] == 0xD9) { out.complete = true; break; }
+      }
+      return out;
     }
     i += 2 + ((size_t(b[i + 2]) << 8) | b[i + 3]);
   }
-  return true;  // the headers themselves end early
+  return out;  // the headers themselves end early
 }
+constexpr size_t kMaxJpegScans = 100;  // encoders write 1 (baseline) to ~20 (optimised progressive scripts)
 
 }  // namespace
 
@@ -158,9 +171,15 @@ DecodedImage decode_image(std::span<const uint8_t> bytes, const DecodeLimits& li
                 "image");
   }
 
-  if (out.format == ImageFormat::Jpeg && jpeg_truncated(bytes))
-    throw Error(ErrorCode::BadImage, "the jpeg image is truncated (it has no end-of-image marker) and cannot be decoded",
-                "image");
+  if (out.format == ImageFormat::Jpeg) {
+    JpegScans scans = jpeg_scans(bytes);
+    if (!scans.complete)
+      throw Error(ErrorCode::BadImage, "the jpeg image is truncated (it has no end-of-image marker) and cannot be decoded",
+                  "image");
+    if (scans.scans > kMaxJpegScans)
+      throw Error(ErrorCode::BadImage, "the jpeg image has " + std::to_string(scans.scans) + " scans; at most " +
+                                           std::to_string(kMaxJpegScans) + " are decoded", "image");
+  }
   cv::Mat decoded;
   if (out.format == ImageFormat::Gif) {
     decoded = decode_gif_first_frame(bytes, limits.max_pixels);

@@ -57,6 +57,14 @@ def gif_big_frame(frame, screen):
     return bytes(data)
 
 
+def jpeg_repeated_scans(size, repeats):
+    """A progressive JPEG (PIL writes 10 scans) whose last scan is repeated `repeats` more times."""
+    prog = pil_bytes(gradient(size, size), "JPEG", quality=80, progressive=True)
+    sos, eoi = prog.rfind(b"\xff\xda"), prog.rfind(b"\xff\xd9")
+    assert prog.count(b"\xff\xda") == 10
+    return prog[:eoi] + prog[sos:eoi] * repeats + prog[eoi:]
+
+
 def gif_header(w, h):
     return b"GIF89a" + struct.pack("<HHBBB", w, h, 0x80, 0, 0) + b"\0\0\0\xff\xff\xff" + b"," + \
         struct.pack("<HHHHB", 0, 0, w, h, 0) + b"\x02\x02\x44\x01\x00;"
@@ -179,6 +187,8 @@ def cases():
                         ("WebP declaring 16384x16384", webp_vp8x(16384, 16384)),
                         ("TIFF declaring 100000x100000", tiff_header(100000, 100000))):
         add(f"pixel bomb: {label}", 400, data, field="pixel" if "2^31" not in label else "image", forms=both)
+    add("progressive JPEG with its last scan repeated 500 times", 400, jpeg_repeated_scans(200, 500), field="scans")
+    add("progressive JPEG with 100 scans (the most decoded)", 200, jpeg_repeated_scans(64, 90), size=(64, 64))
     add("GIF: 8000x8000 first frame on a 16x16 screen", 400, gif_big_frame(8000, 16), field="pixels")
     add("GIF: 3000x3000 first frame on a 16x16 screen (within the limit)", 200, gif_big_frame(3000, 16),
         size=(16, 16))

@@ -5,6 +5,7 @@
 #include <string>
 
 #include <gtest/gtest.h>
+#include <opencv2/imgcodecs.hpp>
 
 #include "maskmaker/maskmaker.hpp"
 #include "server/base64.hpp"
@@ -64,6 +65,40 @@ TEST(Hostile, GifFrameLargerThanScreenIsBounded) {
   }
   DecodedImage img = decode_image(gif);  // within the default limit: decodes, clipped to the screen
   EXPECT_EQ(img.bgr.size(), cv::Size(16, 16));
+}
+
+// libjpeg accepts a progressive scan repeated any number of times (a warning), each a pass over every block: a
+// 7000x7000 JPEG with a 26-byte scan repeated 1000 times took 8 s to decode. More than 100 scans is refused.
+TEST(Hostile, JpegWithTooManyScansIsRefused) {
+  cv::Mat image(64, 64, CV_8UC3, cv::Scalar(30, 90, 200));
+  std::vector<uint8_t> prog;
+  ASSERT_TRUE(cv::imencode(".jpg", image, prog, {cv::IMWRITE_JPEG_PROGRESSIVE, 1}));
+  auto find_last = [&](uint8_t marker) {
+    for (size_t i = prog.size() - 2; i > 0; --i)
+      if (prog[i] == 0xFF && prog[i + 1] == marker) return i;
+    return size_t(0);
+  };
+  size_t sos = find_last(0xDA), eoi = find_last(0xD9);
+  ASSERT_GT(sos, 0u);
+  ASSERT_GT(eoi, sos);
+  size_t scans = 0;
+  for (size_t i = 0; i + 1 < prog.size(); ++i) scans += prog[i] == 0xFF && prog[i + 1] == 0xDA;
+  auto repeated = [&](size_t total) {
+    std::vector<uint8_t> out(prog.begin(), prog.begin() + long(eoi));
+    for (size_t k = scans; k < total; ++k) out.insert(out.end(), prog.begin() + long(sos), prog.begin() + long(eoi));
+    out.insert(out.end(), prog.begin() + long(eoi), prog.end());
+    return out;
+  };
+  EXPECT_EQ(decode_image(repeated(100)).bgr.size(), cv::Size(64, 64));
+  try {
+    decode_image(repeated(101));
+    FAIL() << "101 scans decoded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::BadImage);
+    EXPECT_NE(std::string(e.what()).find("101 scans"), std::string::npos) << e.what();
+  }
+  // The fuzz corpus keeps one (150 scans).
+  EXPECT_EQ(decode_error(read_bytes(corpus("decode") / "jpeg_150_scans.jpg")), ErrorCode::BadImage);
 }
 
 // Every photo the project ships tests with ends its scan with EOI (the truncation check does not refuse them).
