@@ -112,15 +112,16 @@ base_props = {
 phrase_list = {"type": "array", "items": {"type": "string"}, "maxItems": 64}
 native_props = {
   "prompt": {**prompt, "description": prompt["description"] + ". Required unless `phrases` is given"},
-  "phrases": {"anyOf": [phrase_list, {"type": "string"}, {"type": "null"}],
-              "description": "Instead of prompt: a list of phrases (or one comma-separated string); wins over prompt",
+  "phrases": {"anyOf": [phrase_list, {"type": "string", "maxLength": 4096}, {"type": "null"}],
+              "description": "Instead of prompt: a list of phrases (or one comma-separated string); wins over prompt. "
+                             "At most 64 phrases and 4096 bytes (joined with \", \")",
               "examples": [["dog", "horse"]]},
   "image": image,
-  "negative_prompt": {"anyOf": [phrase_list, {"type": "string"}, {"type": "null"}],
+  "negative_prompt": {"anyOf": [phrase_list, {"type": "string", "maxLength": 4096}, {"type": "null"}],
                       "description": "Phrases whose instances are subtracted from the union mask after growing "
                                      "(reported in negative_instances). A phrase that names the same detector class "
                                      "as a prompt phrase finds nothing with the closed-set packs: the prompt phrase "
-                                     "takes the instances",
+                                     "takes the instances. At most 64 phrases and 4096 bytes",
                       "examples": ["person", ["person", "car"]]},
   "invert_mask": base_props["invert_mask"],
   "confidence_thresh": base_props["confidence_thresh"],

@@ -13,6 +13,7 @@ constexpr size_t kMaxDepth = 32;
 // Longest prompt (bytes, also of a native `phrases` list joined): phrases that match nothing come back in the
 // X-Unmatched-Phrases header, and HTTP clients refuse header lines over 64 KiB (Python's http.client).
 constexpr size_t kMaxPromptBytes = 4096;
+constexpr size_t kMaxPhrases = 64;  // also checked by the pipeline; here it comes before the image is fetched
 
 const json* field(const json& body, const char* name) {
   auto it = body.find(name);
@@ -124,6 +125,11 @@ MaskRequest parse_mask_request(const json& body, Endpoint endpoint) {
                                                 " bytes long; at most " + std::to_string(kMaxPromptBytes) + " are allowed",
                 name);
   }
+  if (size_t n = split_prompt(r.prompt).size(); n > kMaxPhrases) {
+    const char* name = native && field(body, "phrases") ? "phrases" : "prompt";
+    throw Error(ErrorCode::InvalidArgument, std::string(name) + " has " + std::to_string(n) + " phrases; at most " +
+                                                std::to_string(kMaxPhrases) + " are allowed", name);
+  }
   r.image = get_string(body, "image", true);
   if (r.image.empty()) throw Error(ErrorCode::InvalidArgument, "image is empty: give an http(s) URL, a data URI or base64", "image");
   r.params.invert_mask = get_bool(body, "invert_mask", false);
@@ -134,6 +140,17 @@ MaskRequest parse_mask_request(const json& body, Endpoint endpoint) {
   r.base64 = get_bool(body, "base64", false);
   if (native) {
     r.params.negative_phrases = get_phrases(body, "negative_prompt");
+    // The same limits as the prompt's: each negative phrase is one more detector query.
+    size_t negative_bytes = 0;
+    for (const auto& p : r.params.negative_phrases) negative_bytes += p.size() + 2;
+    if (r.params.negative_phrases.size() > kMaxPhrases)
+      throw Error(ErrorCode::InvalidArgument, "negative_prompt has " + std::to_string(r.params.negative_phrases.size()) +
+                                                  " phrases; at most " + std::to_string(kMaxPhrases) + " are allowed",
+                  "negative_prompt");
+    if (negative_bytes > kMaxPromptBytes + 2)
+      throw Error(ErrorCode::InvalidArgument, "negative_prompt is " + std::to_string(negative_bytes - 2) +
+                                                  " bytes long; at most " + std::to_string(kMaxPromptBytes) + " are allowed",
+                  "negative_prompt");
     r.params.feather = get_int(body, "feather", 0, 0, 100);
     r.params.max_detections = get_int(body, "max_detections", 100, 0, 1000);
     r.output = lower(get_string(body, "output", false));
