@@ -12,6 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "commands.hpp"
+#include "server/api.hpp"
 
 namespace fs = std::filesystem;
 
@@ -51,12 +52,15 @@ std::vector<fs::path> expand_inputs(const std::vector<std::string>& inputs) {
   return out;
 }
 
+// Every instance, its mask as COCO RLE (the encoding of the native API's default mask_format).
 nlohmann::json instances_json(const MaskResult& r) {
   nlohmann::json list = nlohmann::json::array();
   for (const auto& inst : r.instances) {
-    list.push_back({{"phrase", inst.phrase}, {"label", inst.label}, {"score", inst.score},
-                    {"box", {inst.box.x1, inst.box.y1, inst.box.x2, inst.box.y2}}, {"area", inst.area},
-                    {"negative", inst.negative}});
+    nlohmann::json j = {{"phrase", inst.phrase}, {"label", inst.label}, {"score", inst.score},
+                        {"box", {inst.box.x1, inst.box.y1, inst.box.x2, inst.box.y2}}, {"area", inst.area},
+                        {"negative", inst.negative}};
+    if (!inst.mask.empty()) j["mask"] = server::rle_encode(inst.mask);
+    list.push_back(std::move(j));
   }
   return list;
 }
@@ -78,6 +82,7 @@ void register_run(CLI::App& root, CommonOptions& common) {
     std::vector<std::string> inputs;
     std::string out = "out";
     bool return_mask = false;
+    std::string output;  // mask | annotated | cutout; empty = annotated (mask with --return-mask)
     bool json = false;
     bool quiet = false;
     MaskParams params;
@@ -87,13 +92,23 @@ void register_run(CLI::App& root, CommonOptions& common) {
   run->add_option("--prompt,-p", opts->prompt, "What to find, phrases separated by commas")->required();
   run->add_option("inputs", opts->inputs, "Image files, folders or glob patterns")->required();
   run->add_option("--out,-o", opts->out, "Output folder (created)")->capture_default_str();
-  run->add_flag("--return-mask", opts->return_mask, "Write the mask PNG instead of the annotated image");
-  run->add_flag("--json", opts->json, "Also write <name>.json with every instance (phrase, score, box, area)");
+  run->add_flag("--return-mask", opts->return_mask, "Write the mask PNG instead of the annotated image (--output mask)");
+  run->add_option("--output", opts->output,
+                  "What to write: mask (8-bit PNG, 255 = inpaint), annotated (the default; JPEG for JPEG input, "
+                  "PNG otherwise) or cutout (RGBA PNG, the mask as alpha)")
+      ->check(CLI::IsMember({"mask", "annotated", "cutout"}, CLI::ignore_case));
+  run->add_flag("--json", opts->json,
+                "Also write <name>.json with every instance (phrase, score, box, area, COCO RLE mask) and the "
+                "union mask (RLE)");
   run->add_flag("--quiet,-q", opts->quiet, "No progress bar");
   add_common_options(*run, common);
   add_mask_options(*run, opts->params);
   run->callback([opts, &common] {
     validate(opts->params);
+    std::transform(opts->output.begin(), opts->output.end(), opts->output.begin(), ::tolower);
+    if (opts->return_mask && !opts->output.empty() && opts->output != "mask")
+      throw Error(ErrorCode::InvalidArgument, "--return-mask contradicts --output " + opts->output);
+    const std::string output = !opts->output.empty() ? opts->output : opts->return_mask ? "mask" : "annotated";
     if (split_prompt(opts->prompt).empty()) throw Error(ErrorCode::InvalidArgument, "--prompt is empty");
     std::vector<fs::path> files = expand_inputs(opts->inputs);
     if (files.empty()) throw Error(ErrorCode::InvalidArgument, "no input images found");
@@ -113,7 +128,8 @@ void register_run(CLI::App& root, CommonOptions& common) {
         used_names.insert(stem);
         std::vector<uint8_t> bytes;
         std::string ext;
-        if (opts->return_mask) { bytes = encode_png(r.mask); ext = ".png"; }
+        if (output == "mask") { bytes = encode_png(r.mask); ext = ".png"; }
+        else if (output == "cutout") { bytes = encode_png(cutout(image.bgr, r.mask)); ext = ".png"; }
         else if (image.format == ImageFormat::Jpeg) { bytes = encode_jpeg(annotate(image.bgr, r)); ext = ".jpg"; }
         else { bytes = encode_png(annotate(image.bgr, r)); ext = ".png"; }
         fs::path target = fs::path(opts->out) / (stem + ext);
@@ -121,7 +137,7 @@ void register_run(CLI::App& root, CommonOptions& common) {
         if (opts->json) {
           nlohmann::json j = {{"file", file.string()}, {"output", target.string()}, {"width", r.width},
                               {"height", r.height}, {"phrases", r.phrases}, {"unmatched", r.unmatched},
-                              {"instances", instances_json(r)}};
+                              {"instances", instances_json(r)}, {"mask", server::rle_encode(r.mask)}};
           std::ofstream(fs::path(opts->out) / (stem + ".json")) << j.dump(2) << "\n";
         }
         double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
