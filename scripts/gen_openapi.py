@@ -228,12 +228,90 @@ options_op = {"summary": "CORS preflight", "security": [{}], "responses": {"204"
                                                "description": "`Content-Type, x-api-key`"}}}}}
 get_errors = {"405": ref("responses", "MethodNotAllowed")}
 
+# ------------------------------------------------------------------------------------------------ v2: asynchronous jobs
+webhook_url = {"type": ["string", "null"], "format": "uri",
+               "description": "Optional: called (POST, JSON = the job's final body, as GET /v2/requests/{request_id} "
+                              "answers it) when the job ends, COMPLETED or FAILED. http(s) only, and the same address "
+                              "guard as image URLs (private addresses refused unless --allow-private-urls); redirects "
+                              "are not followed; a non-2xx answer or a failed connection is retried after 1 s and 4 s "
+                              "(3 tries)"}
+job_props = {**base_props, "webhook_url": webhook_url,
+             "base64": {"type": ["boolean", "null"], "description": "Accepted (type-checked) and ignored: the job's "
+                                                                    "output carries the image as base64"}}
+job_req = {"type": "object", "required": ["prompt", "image"], "properties": job_props,
+           "description": "The body of POST /v1/inpaint-mask-maker, plus webhook_url. null means absent; unknown "
+                          "fields are ignored"}
+job_id = {"type": "string", "pattern": "^[0-9a-f]{32}$", "description": "The job's id (128 random bits)"}
+job_id_param = [{"name": "request_id", "in": "path", "required": True, "schema": job_id}]
+job_states = ["QUEUED", "PROCESSING", "COMPLETED", "FAILED"]
+job_submitted = {"type": "object", "additionalProperties": False,
+                 "required": ["request_id", "status", "status_url", "response_url"], "properties": {
+  "request_id": job_id, "status": {"const": "QUEUED"},
+  "status_url": {"type": "string", "format": "uri", "description": "Absolute URL of GET /v2/requests/{request_id}/status "
+                 "(from --public-url, else X-Forwarded-Proto/-Host, else the request's Host)"},
+  "response_url": {"type": "string", "format": "uri", "description": "Absolute URL of GET /v2/requests/{request_id}"}}}
+job_status_props = {
+  "request_id": job_id,
+  "status": {"enum": job_states},
+  "queue_position": {"type": "integer", "minimum": 0, "description": "Only while QUEUED: jobs ahead of this one"},
+  "error": {"type": "string", "minLength": 1, "description": "Only when FAILED: why, as the synchronous endpoint "
+                                                            "would have said it"}}
+job_status = {"type": "object", "additionalProperties": False, "required": ["request_id", "status"],
+              "properties": job_status_props}
+ms = {"type": "number", "minimum": 0}
+job_output = {"type": "object", "additionalProperties": False,
+              "required": ["image", "content_type", "detections", "unmatched", "instances", "width", "height",
+                           "infer_time_ms"], "properties": {
+  "image": {"type": "string", "contentEncoding": "base64",
+            "description": "Base64 of the bytes POST /v1/inpaint-mask-maker answers for the same body: the mask PNG "
+                           "(return_mask true) or the annotated image"},
+  "content_type": {"enum": ["image/png", "image/jpeg"]},
+  "detections": {"type": "integer", "minimum": 0},
+  "unmatched": {"type": "array", "items": {"type": "string"}, "description": "Phrases the detector cannot look for"},
+  "instances": {"type": "array", "description": "Kept instances, best first", "items": {
+      "type": "object", "additionalProperties": False, "required": ["phrase", "score", "box"], "properties": {
+          "phrase": {"type": "string"}, "score": {"type": "number", "minimum": 0, "maximum": 1},
+          "box": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4,
+                  "description": "[x1, y1, x2, y2] in pixels of the (EXIF-oriented) original image"}}}},
+  "width": {"type": "integer", "minimum": 1}, "height": {"type": "integer", "minimum": 1},
+  "infer_time_ms": {**ms, "description": "As X-Inference-Time-Ms"}}}
+job_metrics = {"type": "object", "additionalProperties": False,
+               "required": ["queue_time_ms", "fetch_time_ms", "inference_time_ms", "output_time_ms", "total_time_ms",
+                            "attempts"], "properties": {
+  "queue_time_ms": {**ms, "description": "Submitted to inference start, less the image URL fetch"},
+  "fetch_time_ms": {**ms, "description": "Fetching the image URL (0 for an inline image)"},
+  "inference_time_ms": {**ms, "description": "Decode + detection + segmentation + post-processing"},
+  "output_time_ms": {**ms, "description": "Encoding the output image"},
+  "total_time_ms": {**ms, "description": "Submitted to finished"},
+  "attempts": {"type": "integer", "minimum": 1, "description": "2 when a server stopped while running it"},
+  "remaining_credits": {"anyOf": [{"type": "integer", "minimum": 0}, {"const": "unlimited"}],
+                        "description": "Only when the server has keys: the key's balance after this job's credit"}}}
+job_result = {"type": "object", "additionalProperties": False, "required": ["request_id", "status"],
+              "properties": {**job_status_props, "output": ref("schemas", "JobOutput"),
+                             "metrics": ref("schemas", "JobMetrics")},
+              "dependentRequired": {"output": ["metrics"]},
+              "description": "COMPLETED: with output and metrics; otherwise as the status"}
+job_not_found = error_resp("No job with this id for this key (another key's job answers the same), or the job "
+                           "expired (--jobs-ttl-seconds, or the results' budget --jobs-max-result-bytes)", [
+    "no request with id '0123456789abcdef0123456789abcdef' (submit one with POST /v2/inpaint-mask-maker)",
+    "request '0123456789abcdef0123456789abcdef' expired: finished jobs are kept 3600 s (and results within the "
+    "server's storage budget); submit it again"])
+job_get_errors = {"401": ref("responses", "Unauthorized"), "403": ref("responses", "Forbidden"), "404": job_not_found,
+                  "405": ref("responses", "MethodNotAllowed"), "500": ref("responses", "Internal")}
+job_json = lambda name: {"application/json": {"schema": ref("schemas", name)}}  # noqa: E731
+job_failed = {"description": "FAILED: the error, as the synchronous endpoint would have answered it (an image URL "
+                             "that cannot be fetched, an image that does not decode, no credit left when it finished)",
+              "headers": rid, "content": job_json("JobStatus")}
+job_options = {**options_op, "parameters": job_id_param}
+
 doc = {
  "openapi": "3.1.0",
  "info": {"title": "maskmaker", "version": "0.1.0", "license": {"name": "MIT", "identifier": "MIT"},
           "description": "Image + text prompt -> inpainting mask. `/v1/inpaint-mask-maker` is a drop-in replacement "
                          "for the hosted Inpaint Mask Maker API; `/v1/masks` is the native API with per-instance "
-                         "results. Every error is JSON `{\"error\": message}`; an unknown path is a 404 "
+                         "results. `/v2/inpaint-mask-maker` queues the same request as an asynchronous job "
+                         "(submit, then poll `/v2/requests/{request_id}/status` and read `/v2/requests/{request_id}`). "
+                         "Every error is JSON `{\"error\": message}`; an unknown path is a 404 "
                          "(components/responses/NotFound). Every answer carries X-Request-Id and "
                          "Access-Control-Allow-Origin: *."},
  "jsonSchemaDialect": "https://json-schema.org/draft/2020-12/schema",
@@ -245,7 +323,9 @@ doc = {
    "schemas": {"Error": {"type": "object", "required": ["error"], "additionalProperties": False,
                          "properties": {"error": {"type": "string", "minLength": 1}}},
                "RLE": rle, "Instance": instance, "CompatibleRequest": compat_req, "NativeRequest": native_req,
-               "CompatibleBase64Response": compat_b64, "NativeResponse": native_resp}},
+               "CompatibleBase64Response": compat_b64, "NativeResponse": native_resp,
+               "JobRequest": job_req, "JobSubmitted": job_submitted, "JobStatus": job_status, "JobResult": job_result,
+               "JobOutput": job_output, "JobMetrics": job_metrics}},
  "security": [{}, {"apiKey": []}],
  "paths": {
   "/v1/inpaint-mask-maker": {
@@ -274,6 +354,46 @@ doc = {
         "content": {"application/json": {"schema": ref("schemas", "NativeResponse")}}},
         **mask_error_refs}},
    "options": options_op},
+  "/v2/inpaint-mask-maker": {
+   "post": {
+    "summary": "Submit an asynchronous job: the body of /v1/inpaint-mask-maker (+ webhook_url); answered at once",
+    "description": "Validated as the synchronous endpoint validates (every 400, the image URL's scheme and address "
+                   "guard included, 401/403/406/429 for the key); the image URL is fetched later (a fetch failure "
+                   "makes a FAILED job). The credit is taken when the job completes. Jobs wait in a bounded queue "
+                   "(--jobs-queue-length; 503 when full) and run on the inference slots when no synchronous request "
+                   "waits for one. They survive restarts.",
+    "operationId": "submitJob",
+    "requestBody": {"required": True, "content": {
+       "application/json": {"schema": ref("schemas", "JobRequest")},
+       "multipart/form-data": {"schema": multipart(job_props, ["prompt", "image"])}}},
+    "responses": {"200": {"description": "Queued", "headers": rid, "content": job_json("JobSubmitted")},
+                  **{k: v for k, v in mask_error_refs.items() if k not in ("502", "504")}},
+    "callbacks": {"jobFinished": {"{$request.body#/webhook_url}": {"post": {
+        "summary": "The job ended (only when the body has webhook_url)",
+        "requestBody": {"required": True, "content": job_json("JobResult")},
+        "responses": {"200": {"description": "Any 2xx ends the deliveries; anything else is retried (3 tries)"}}}}}}},
+   "options": options_op},
+  "/v2/requests/{request_id}/status": {
+   "get": {
+    "summary": "A job's state (only the key that submitted it may read it)",
+    "operationId": "jobStatus",
+    "parameters": job_id_param,
+    "responses": {"200": {"description": "QUEUED (with queue_position), PROCESSING or COMPLETED", "headers": rid,
+                          "content": job_json("JobStatus")},
+                  "422": job_failed, **job_get_errors}},
+   "options": job_options},
+  "/v2/requests/{request_id}": {
+   "get": {
+    "summary": "A job's result (only the key that submitted it may read it)",
+    "operationId": "jobResult",
+    "parameters": job_id_param,
+    "responses": {"200": {"description": "COMPLETED: output (the image as base64, detections, instances) and "
+                                         "metrics (times)", "headers": rid, "content": job_json("JobResult")},
+                  "202": {"description": "Not finished yet (QUEUED or PROCESSING): the status; poll again",
+                          "headers": {**rid, "Retry-After": ref("headers", "Retry-After")},
+                          "content": job_json("JobStatus")},
+                  "422": job_failed, **job_get_errors}},
+   "options": job_options},
   "/healthz": {"get": {"summary": "The process is alive", "security": [{}], "responses": {
       "200": {"description": "ok", "headers": rid, "content": {"application/json": {"schema": {
           "type": "object", "required": ["status"], "additionalProperties": False,

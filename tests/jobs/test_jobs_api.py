@@ -253,3 +253,46 @@ def test_metrics(main, keys):
     assert 'route="/v2/requests/{id}",status="404"' in m
     # the ids never become labels
     assert "/v2/requests/0" not in m and "/v2/requests/f" not in m
+
+
+def test_answers_match_the_openapi_document(main, keys, upstream):
+    """The served /openapi.json describes the v2 answers (its response schemas are closed: an undocumented field
+    fails here)."""
+    from jsonschema import Draft202012Validator, RefResolver
+
+    doc = requests.get(main.url("/openapi.json"), timeout=30).json()
+    resolver = RefResolver.from_schema(doc)
+
+    def check(response, path, status=None):
+        method = response.request.method.lower()
+        spec = doc["paths"][path][method]["responses"][str(status or response.status_code)]
+        while "$ref" in spec:
+            _, spec = resolver.resolve(spec["$ref"])
+        schema = spec["content"]["application/json"]["schema"]
+        errors = [e.message for e in Draft202012Validator(schema, resolver=resolver).iter_errors(response.json())]
+        assert not errors, (path, response.status_code, response.text[:300], errors[:5])
+
+    key = keys["bob"]
+    item, status = "/v2/requests/{request_id}", "/v2/requests/{request_id}/status"
+    # a slow URL first, so that the next job is seen QUEUED
+    slow = main.submit({"prompt": "dog", "image": upstream.url("/slow?s=1")}, key)
+    check(slow, "/v2/inpaint-mask-maker")
+    r = main.submit({"prompt": "dog", "image": h.b64(h.png(600)), "return_mask": True}, key)
+    check(r, "/v2/inpaint-mask-maker")
+    rid = r.json()["request_id"]
+    pending = main.result(rid, key)
+    if pending.status_code == 202:
+        check(pending, item)
+        assert "Retry-After" in pending.headers
+    check(main.status(rid, key), status)
+    main.wait_status(rid, key)
+    check(main.status(rid, key), status)
+    check(main.result(rid, key), item)
+    bad = main.submit({"prompt": "dog", "image": upstream.url("/status/404")}, key).json()["request_id"]
+    main.wait_status(bad, key)
+    check(main.status(bad, key), status)
+    check(main.result(bad, key), item)
+    check(main.result("0" * 32, key), item)
+    check(main.status(rid, None), status)
+    check(main.submit({"prompt": "dog"}, key), "/v2/inpaint-mask-maker")
+    main.wait_status(slow.json()["request_id"], key)
