@@ -1,6 +1,9 @@
 #include "server/keys_pg.hpp"
 
+#include <poll.h>
+
 #include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cmath>
@@ -37,21 +40,53 @@ void ignore_notice(void*, const char*) {}  // "relation ... already exists, skip
 using Result = std::unique_ptr<PGresult, decltype(&PQclear)>;
 using Param = std::optional<std::string>;
 
-// One statement with text parameters (nullopt = NULL). SQL errors throw Error(Internal); a broken connection
-// throws ConnectionLost.
+// The longest a statement may take, on this side: above the server's statement_timeout (10 s), so that a slow
+// server cancels first; a server that stopped answering altogether (the TCP connection still up) is given up on.
+constexpr int kQueryTimeoutMs = 15000;
+
+// Waits for the statement's result without blocking past the deadline; nullptr with `timed_out` on a timeout.
+PGresult* wait_result(PGconn* conn, bool& timed_out) {
+  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kQueryTimeoutMs);
+  timed_out = false;
+  while (PQisBusy(conn)) {
+    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
+    if (left.count() <= 0) {
+      timed_out = true;
+      return nullptr;
+    }
+    pollfd p{PQsocket(conn), POLLIN, 0};
+    int r = poll(&p, 1, int(left.count()));
+    if (r < 0 && errno != EINTR) return nullptr;
+    if (r > 0 && !PQconsumeInput(conn)) return nullptr;
+  }
+  PGresult* result = PQgetResult(conn);
+  while (PGresult* extra = PQgetResult(conn)) PQclear(extra);  // one statement: nothing more is expected
+  return result;
+}
+
+// One statement with text parameters (nullopt = NULL). SQL errors throw Error(Internal); a broken connection, or
+// one that gave no answer within kQueryTimeoutMs, throws ConnectionLost; a statement cancelled by the server's
+// statement_timeout or refused for lack of resources throws Error(NotReady) (503, retried elsewhere).
 Result run(PGconn* conn, const char* sql, const std::vector<Param>& params = {}) {
   std::vector<const char*> values;
   for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
-  Result r(PQexecParams(conn, sql, int(values.size()), nullptr, values.data(), nullptr, nullptr, 0), &PQclear);
+  bool timed_out = false;
+  Result r(nullptr, &PQclear);
+  if (PQsendQueryParams(conn, sql, int(values.size()), nullptr, values.data(), nullptr, nullptr, 0))
+    r.reset(wait_result(conn, timed_out));
+  if (timed_out) throw ConnectionLost{"no answer within " + std::to_string(kQueryTimeoutMs / 1000) + " s"};
   ExecStatusType st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
   if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return r;
   std::string message = trim(r ? PQresultErrorMessage(r.get()) : PQerrorMessage(conn));
   if (message.empty()) message = trim(PQerrorMessage(conn));
-  if (PQstatus(conn) == CONNECTION_BAD) throw ConnectionLost{message};
+  if (!r || PQstatus(conn) == CONNECTION_BAD) throw ConnectionLost{message};
   // The server ending our session (admin shutdown, crash recovery) is a connection problem too.
-  const char* state = r ? PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) : nullptr;
-  if (state && (std::string(state).rfind("57P", 0) == 0 || std::string(state).rfind("08", 0) == 0))
-    throw ConnectionLost{message};
+  const std::string state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) ? PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) : "";
+  if (state.rfind("57P", 0) == 0 || state.rfind("08", 0) == 0) throw ConnectionLost{message};
+  if (state == "57014" || state.rfind("53", 0) == 0) {
+    spdlog::warn("keys database: {}", message);
+    throw Error(ErrorCode::NotReady, "the keys database is busy: retry shortly");
+  }
   throw Error(ErrorCode::Internal, "keys database: " + message);
 }
 
@@ -158,8 +193,9 @@ PGconn* PgKeyStore::acquire(bool& pooled) {
   }
   // Defaults first: the URL's own settings, expanded from "dbname", come later and win.
   const char* keys[] = {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
-                        "keepalives_count", "application_name", "options", "dbname", nullptr};
-  const char* values[] = {"5", "1", "10", "5", "3", "maskmaker", "-c statement_timeout=10000", url_.c_str(), nullptr};
+                        "keepalives_count", "tcp_user_timeout", "application_name", "options", "dbname", nullptr};
+  const char* values[] = {"5", "1", "10", "5", "3", "15000", "maskmaker", "-c statement_timeout=10000", url_.c_str(),
+                          nullptr};
   PGconn* c = PQconnectdbParams(keys, values, 1);
   if (!c || PQstatus(c) != CONNECTION_OK) {
     std::string msg = c ? trim(PQerrorMessage(c)) : "out of memory";
@@ -342,19 +378,44 @@ size_t PgKeyStore::active_count() {
 }
 
 bool PgKeyStore::reachable(std::string& why) {
+  // One check at a time: probes arriving while a check waits on an unresponsive server get its last answer
+  // instead of each holding a worker thread.
+  const auto now_ms = [] {
+    return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+        .count();
+  };
+  if (checking_.exchange(true)) {
+    int64_t waited = now_ms() - check_started_ms_.load();
+    std::lock_guard lock(mutex_);
+    if (waited > 3000) {  // the check in progress is itself the answer: the database is not answering
+      why = "keys database " + redacted_ + " has not answered for " + std::to_string(waited / 1000) + " s";
+      return false;
+    }
+    why = last_check_why_;
+    return last_check_ok_;
+  }
+  check_started_ms_.store(now_ms());
+  bool ok = false;
+  std::string message;
   try {
     with_conn(true, [&](PGconn* c) { run(c, "SELECT 1"); });
-    return true;
+    ok = true;
   } catch (const Error& e) {
     std::lock_guard lock(mutex_);
-    why = e.code() == ErrorCode::NotReady && !last_error_.empty()
-              ? "keys database " + redacted_ + " is unreachable: " + last_error_
-              : std::string(e.what());
-    return false;
+    message = e.code() == ErrorCode::NotReady && !last_error_.empty()
+                  ? "keys database " + redacted_ + " is unreachable: " + last_error_
+                  : std::string(e.what());
   } catch (const std::exception& e) {
-    why = e.what();
-    return false;
+    message = e.what();
   }
+  {
+    std::lock_guard lock(mutex_);
+    last_check_ok_ = ok;
+    last_check_why_ = message;
+  }
+  checking_.store(false);
+  why = message;
+  return ok;
 }
 
 int64_t PgKeyStore::take_rate(int64_t id, double per_minute, double burst) {

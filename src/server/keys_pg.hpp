@@ -7,9 +7,10 @@
 //   INSERT ... ON CONFLICT DO UPDATE ... WHERE under the row lock, on the database's clock.
 // - Schema: created and migrated at first use, under an advisory lock (replicas starting together are safe);
 //   tables maskmaker_keys, maskmaker_rate_limits, maskmaker_schema_version.
-// - Connections: a small pool (4 per process), opened on demand with connect_timeout=5, TCP keepalives and a
-//   statement_timeout of 10 s (each overridable in the URL). The database being down is not fatal: calls throw
-//   Error(NotReady) (HTTP 503) and reachable() reports it for /readyz until it is back.
+// - Connections: a small pool (4 per process), opened on demand with connect_timeout=5, TCP keepalives,
+//   tcp_user_timeout=15000 and a statement_timeout of 10 s (each overridable in the URL). The database being
+//   down is not fatal: calls throw Error(NotReady) (HTTP 503) and reachable() reports it for /readyz until it
+//   is back.
 #pragma once
 
 #include <atomic>
@@ -66,6 +67,10 @@ class PgKeyStore : public KeyStore {
   std::vector<PGconn*> idle_;
   int open_ = 0;
   std::string last_error_;  // the last connection failure, for reachable()
+  std::atomic<bool> checking_{false};
+  std::atomic<int64_t> check_started_ms_{0};
+  bool last_check_ok_ = true;
+  std::string last_check_why_;
   std::atomic<bool> migrated_{false};
 };
 

@@ -44,6 +44,12 @@ def postgres_bindir() -> Path | None:
     return None
 
 
+def service_tmpdir(prefix: str) -> Path:
+    """A temporary folder that other users can reach: as root, PostgreSQL and nginx's workers run as another user,
+    and $TMPDIR may be private to root."""
+    return Path(tempfile.mkdtemp(prefix=prefix, dir="/tmp" if os.geteuid() == 0 and os.path.isdir("/tmp") else None))
+
+
 def nginx_binary() -> str | None:
     return shutil.which("nginx") or next((p for p in ("/usr/sbin/nginx",) if Path(p).is_file()), None)
 
@@ -55,7 +61,7 @@ class Postgres:
 
     def __init__(self, bindir: Path):
         self.bindir = bindir
-        self.dir = Path(tempfile.mkdtemp(prefix="maskmaker-pg-"))
+        self.dir = service_tmpdir("maskmaker-pg-")
         self.data = self.dir / "data"
         self.runas: list[str] = []
         if os.geteuid() == 0:
@@ -129,10 +135,14 @@ class Replica:
 
     def __init__(self, name: str, db: str, *extra: str, port: int | None = None):
         self.name, self.db, self.extra = name, db, list(extra)
+        self.fixed_port = port is not None
         self.port = port or free_port()
         self.logfile = tempfile.NamedTemporaryFile(prefix=f"maskmaker-{name}-", suffix=".log", delete=False)
+        self._spawn()
+
+    def _spawn(self):
         self.cmd = [str(BIN), "serve", "--host", "127.0.0.1", "--port", str(self.port), "--models", MODELS,
-                    "--threads", "1", "--max-concurrent", "1", "--keys-db", db, *self.extra]
+                    "--threads", "1", "--max-concurrent", "1", "--keys-db", self.db, *self.extra]
         self.proc = subprocess.Popen(self.cmd, stdout=self.logfile, stderr=subprocess.STDOUT,
                                      stdin=subprocess.DEVNULL)
 
@@ -142,8 +152,15 @@ class Replica:
 
     def wait_ready(self, timeout: float = 120):
         deadline = time.monotonic() + timeout
+        respawns = 0
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
+                # Another process took the free port first: try another one.
+                if not self.fixed_port and "cannot listen" in self.log() and respawns < 4:
+                    respawns += 1
+                    self.port = free_port()
+                    self._spawn()
+                    continue
                 raise RuntimeError(f"{self.name} exited with {self.proc.returncode}:\n{self.log()}")
             try:
                 if requests.get(self.base + "/readyz", timeout=5).status_code == 200:
@@ -229,7 +246,7 @@ http {{
 class Nginx:
     def __init__(self, binary: str, ports: list[int]):
         self.binary = binary
-        self.dir = Path(tempfile.mkdtemp(prefix="maskmaker-nginx-"))
+        self.dir = service_tmpdir("maskmaker-nginx-")
         os.chmod(self.dir, 0o755)  # the worker (nobody when the master is root) reads and writes its temp folders
         for attempt in range(5):
             self.port = free_port()
