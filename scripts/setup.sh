@@ -10,7 +10,7 @@ APT_PACKAGES=(
   libcpp-httplib-dev nlohmann-json3-dev libcurl4-openssl-dev libssl-dev
   libspdlog-dev libcli11-dev prometheus-cpp-dev libsqlite3-dev libpq-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3 python3-pytest python3-requests python3-pil python3-numpy
+  python3 python3-pytest python3-requests python3-pil python3-numpy python3-jsonschema
   chromium
   postgresql nginx python3-yaml
   clang libclang-rt-14-dev

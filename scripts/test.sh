@@ -24,7 +24,7 @@ run() {
 }
 
 run ctest --test-dir "$BUILD_DIR" --output-on-failure
-run /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/server tests/model
+run /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/server tests/model tests/native tests/jobs
 run /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/scaleout   # PostgreSQL + 3 replicas + nginx; deploy/
 if ls tests/browser/*.test.* >/dev/null 2>&1; then
   run node --test tests/browser/
