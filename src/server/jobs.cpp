@@ -548,13 +548,14 @@ struct Jobs::Impl {
       }
       // A slot of the server's admission control, only when no synchronous request waits for one.
       auto t_wait = Clock::now();
-      while (!ctx.admission->enter_background(Clock::now() + std::chrono::milliseconds(250))) {
+      for (;;) {
         if (stopping) {  // not started: back in the queue for the next start
           store->release(job.id, owner);
           queued_gauge->Increment();
           spdlog::info("job id={} returned to the queue: the server is stopping", job.id);
           return;
         }
+        if (ctx.admission->enter_background(Clock::now() + std::chrono::milliseconds(250))) break;
       }
       AdmissionSlot slot(*ctx.admission);
       wait_ms = ms_since(t_wait);
@@ -652,9 +653,9 @@ struct Jobs::Impl {
             store->heartbeat(owner, now);
             last_heartbeat = now;
           }
-          recover_dead(now);
-          if (first) resume_webhooks();
+          if (first) resume_webhooks();  // before recover_dead, which schedules the webhooks of the jobs it fails
           first = false;
+          recover_dead(now);
           int64_t n = store->expire_finished_before(now - double(config.jobs_ttl_seconds), now);
           if (n) expired->Increment(double(n));
           store->delete_expired_before(now - std::max(kTombstoneS, double(config.jobs_ttl_seconds)));

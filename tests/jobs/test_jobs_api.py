@@ -240,7 +240,9 @@ def test_100_jobs_at_once_and_sync_requests_keep_priority(main, keys):
         assert Image.open(io.BytesIO(base64.b64decode(j["output"]["image"]))).size == (64, 64)
 
 
-def test_metrics(main, keys):
+def test_metrics(main, keys, upstream):
+    bad = main.submit({"prompt": "dog", "image": upstream.url("/status/404")}, keys["bob"]).json()["request_id"]
+    assert main.wait_status(bad, keys["bob"])["status"] == "FAILED"
     m = main.metrics()
     assert h.metric(m, 'maskmaker_jobs_total{event="completed"}') >= 100
     assert h.metric(m, 'maskmaker_jobs_total{event="failed"}') >= 1
