@@ -54,6 +54,8 @@ double unix_now() {
 }
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 double round1(double x) { return std::round(x * 10) / 10; }
+// Text from multipart forms need not be UTF-8: never throw on it.
+std::string dump(const json& j) { return j.dump(-1, ' ', false, json::error_handler_t::replace); }
 
 std::string random_hex(size_t bytes) {
   std::vector<unsigned char> random(bytes);
@@ -216,7 +218,7 @@ json result_body(const JobRow& row) {
 
 void answer_json(httplib::Response& res, int status, const json& body) {
   res.status = status;
-  res.set_content(body.dump(), "application/json");
+  res.set_content(dump(body), "application/json");
 }
 
 // A host (and port) fit to put in a URL: no spaces, no slashes, no user info.
@@ -413,7 +415,7 @@ struct Jobs::Impl {
     JobRow row;
     row.id = random_hex(16);
     row.key_id = key_id;
-    row.request = stored.dump();
+    row.request = dump(stored);
     row.image = std::move(image);
     row.webhook_url = webhook;
     row.created_at = unix_now();
@@ -615,14 +617,14 @@ struct Jobs::Impl {
                      {"width", result.width},               {"height", result.height},
                      {"infer_time_ms", round1(infer_ms)}};
       if (job.key_id && ctx.keys) metrics["remaining_credits"] = remaining ? json(*remaining) : json("unlimited");
-      stored = store->complete(job.id, owner, output.dump(), answer.bytes, metrics.dump(), now);
+      stored = store->complete(job.id, owner, dump(output), answer.bytes, dump(metrics), now);
       if (stored) {
         completed->Increment();
         int64_t evicted = store->evict_results_over(config.jobs_max_result_bytes, now);
         if (evicted) expired->Increment(double(evicted));
       }
     } else {
-      stored = store->fail(job.id, owner, error, metrics.dump(), now);
+      stored = store->fail(job.id, owner, error, dump(metrics), now);
       if (stored) failed->Increment();
     }
     if (!stored) {
@@ -635,7 +637,7 @@ struct Jobs::Impl {
                  "infer_ms={:.1f} total_ms={:.1f} out={}B{}{}",
                  job.id, job.key_id ? std::to_string(*job.key_id) : "-", error.empty() ? "COMPLETED" : "FAILED",
                  job.attempts, detections, queue_ms, fetch_ms, infer_ms, total_ms, answer.bytes.size(),
-                 error.empty() ? "" : " error=", error.empty() ? "" : json(error).dump());
+                 error.empty() ? "" : " error=", error.empty() ? "" : dump(json(error)));
     if (!job.webhook_url.empty()) schedule_webhook(job.id, 0, Clock::now());
   }
 
@@ -759,7 +761,7 @@ struct Jobs::Impl {
     bool ok = false;
     try {
       WebhookTarget target = guard_webhook(row->webhook_url, config.allow_private_urls);
-      ok = post_json(target, result_body(*row).dump(), row->id, why);
+      ok = post_json(target, dump(result_body(*row)), row->id, why);
     } catch (const std::exception& e) {
       why = e.what();
     }

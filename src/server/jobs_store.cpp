@@ -145,7 +145,11 @@ void JobStore::open_locked() {
 
 bool JobStore::insert(const JobRow& row, int64_t max_queued) {
   std::lock_guard lock(mutex_);
-  open_locked();
+  try {
+    open_locked();  // the first job of a server whose file is made on demand
+  } catch (const Error& e) {
+    throw Error(ErrorCode::Internal, e.what());  // a 500 for the client, not a 400
+  }
   // One statement: the count and the insert are atomic, also across processes sharing the file.
   Stmt st(db_, "INSERT INTO jobs (id, key_id, status, request, image, webhook_url, created_at) "
                "SELECT ?, ?, 'QUEUED', ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM jobs WHERE status = 'QUEUED') < ?");

@@ -298,3 +298,20 @@ def test_answers_match_the_openapi_document(main, keys, upstream):
     check(main.status(rid, None), status)
     check(main.submit({"prompt": "dog"}, key), "/v2/inpaint-mask-maker")
     main.wait_status(slow.json()["request_id"], key)
+
+
+def test_multipart_submit(main, keys, receiver):
+    key = keys["bob"]
+    r = requests.post(main.url(h.SUBMIT), headers={"x-api-key": key}, timeout=60,
+                      files={"image": ("tiny.png", h.png(700), "image/png")},
+                      data={"prompt": "dog", "return_mask": "true", "grow_mask": "0",
+                            "webhook_url": receiver.url("/hook/multipart")})
+    assert r.status_code == 200, r.text
+    rid = r.json()["request_id"]
+    assert main.wait_status(rid, key)["status"] == "COMPLETED"
+    out = main.result(rid, key).json()["output"]
+    assert out["content_type"] == "image/png" and (out["width"], out["height"]) == (64, 64)
+    deadline = time.monotonic() + 20
+    while not receiver.calls_to("/hook/multipart") and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert receiver.calls_to("/hook/multipart")[0][2]["request_id"] == rid
