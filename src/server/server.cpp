@@ -290,9 +290,9 @@ class Service {
     const RequestLog& l = t_log;
     std::string route = l.route.empty() ? req.path : l.route;
     if (std::string job_route = job_route_label(route); !job_route.empty()) route = job_route;
-    else if (route.rfind("/v1/", 0) != 0 && route != "/healthz" && route != "/readyz" && route != "/metrics" &&
-        route != "/openapi.json")
-      route = web_asset_for(route) ? "web" : "other";  // bounded label set
+    else if (route != "/v1/inpaint-mask-maker" && route != "/v1/masks" && route != "/healthz" &&
+             route != "/readyz" && route != "/metrics" && route != "/openapi.json")
+      route = web_asset_for(route) ? "web" : "other";  // bounded label set: unknown paths never become labels
     metrics_.requests.Add({{"route", route}, {"status", std::to_string(res.status)}}).Increment();
     double total_ms = l.times.total_ms() + l.fetch_ms;
     if (route.rfind("/v1/", 0) == 0 || route == "/v2/inpaint-mask-maker") {
