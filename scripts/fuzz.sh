@@ -36,6 +36,7 @@ OUT="$ROOT/out/fuzz"
 mkdir -p "$OUT"
 # ORT is linked but never used here; leaks in third-party start-up code are not findings of these targets.
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:allocator_may_return_null=1}
+export LSAN_OPTIONS=${LSAN_OPTIONS:-suppressions=$ROOT/scripts/lsan.supp:print_suppressions=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
 status=0
 for t in "${TARGETS[@]}"; do

@@ -77,7 +77,7 @@ def cases():
     add("DELETE on the native endpoint", 405, raw=b"", method="DELETE", path=NATIVE)
     add("PATCH on the native endpoint", 405, raw=GOOD_TEXT.encode(), method="PATCH", path=NATIVE)
     add("POST to an unknown path", 404, raw=GOOD_TEXT.encode(), path="/v1/inpaint-mask-makers")
-    add("POST to /v2/inpaint-mask-maker", 404, raw=GOOD_TEXT.encode(), path="/v2/inpaint-mask-maker")
+    add("POST to /v9/inpaint-mask-maker", 404, raw=GOOD_TEXT.encode(), path="/v9/inpaint-mask-maker")
     add("GET /../../etc/passwd", 404, raw=b"", method="GET", path="/../../etc/passwd")
     add("GET a path of 2000 characters", 404, raw=b"", method="GET", path="/" + "a" * 2000)
     return c
