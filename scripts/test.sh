@@ -26,6 +26,9 @@ run() {
 run ctest --test-dir "$BUILD_DIR" --output-on-failure
 run /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/server tests/model tests/native tests/jobs
 run /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/scaleout   # PostgreSQL + 3 replicas + nginx; deploy/
+run /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/hostile    # hostile inputs, overload, kill -9, SIGTERM
+run scripts/fuzz.sh --short                                            # libFuzzer targets (clang), 30 s each
+run scripts/sanitize.sh                                                # ASan+UBSan build: ctest, tests/hostile, tests/server
 if ls tests/browser/*.test.* >/dev/null 2>&1; then
   run node --test tests/browser/
 fi
