@@ -363,10 +363,13 @@ class Service {
     const size_t limit = config_.max_body_bytes;
     size_t total = 0;
     bool too_large = false;
+    // Past the limit the rest is read and dropped (up to another limit's worth, at least 1 MiB, at most 16 MiB),
+    // so that the client, still sending, gets its 413 instead of a reset connection.
+    const size_t drain_until = limit + std::clamp<size_t>(limit, size_t(1) << 20, size_t(16) << 20);
     auto count = [&](size_t n) {
       total += n;
       if (total > limit) too_large = true;
-      return !too_large;
+      return total <= drain_until;
     };
     bool ok;
     if (req.is_multipart_form_data()) {
@@ -378,14 +381,14 @@ class Service {
           },
           [&](const char* data, size_t n) {
             if (items.empty() || !count(n)) return false;
-            items.back().content.append(data, n);
+            if (!too_large) items.back().content.append(data, n);
             return true;
           });
       for (auto& item : items) parts.emplace(item.name, std::move(item));
     } else {
       ok = reader([&](const char* data, size_t n) {
         if (!count(n)) return false;
-        body.append(data, n);
+        if (!too_large) body.append(data, n);
         return true;
       });
     }
