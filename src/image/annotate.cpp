@@ -30,10 +30,13 @@ cv::Mat annotate(const cv::Mat& bgr, const MaskResult& result) {
   // Masks first (50 % blend), then boxes and labels on top so that they stay readable.
   for (const auto& inst : result.instances) {
     if (inst.negative || inst.mask.empty()) continue;
-    cv::Mat colour(out.size(), CV_8UC3, colour_of(inst.phrase));
+    // Blend only where the mask is: a full-frame blend per instance costs a lot on large photos.
+    cv::Rect area = cv::boundingRect(inst.mask);
+    if (area.empty()) continue;
+    cv::Mat roi = out(area);
     cv::Mat blended;
-    cv::addWeighted(out, 0.5, colour, 0.5, 0.0, blended);
-    blended.copyTo(out, inst.mask);
+    cv::addWeighted(roi, 0.5, cv::Mat(area.size(), CV_8UC3, colour_of(inst.phrase)), 0.5, 0.0, blended);
+    blended.copyTo(roi, inst.mask(area));
   }
   int shorter = std::min(out.cols, out.rows);
   int thickness = std::max(1, shorter / 300);

@@ -141,7 +141,10 @@ std::vector<std::string> PhraseMatcher::normalise_words(std::string_view phrase)
 }
 
 PhraseMatcher::PhraseMatcher(std::vector<std::string> class_names) : classes_(std::move(class_names)) {
-  auto norm = [](const std::string& s) { return join(normalise_words(s), 0, normalise_words(s).size()); };
+  auto norm = [](const std::string& s) {
+    auto words = normalise_words(s);
+    return join(words, 0, words.size());
+  };
   for (size_t i = 0; i < classes_.size(); ++i) {
     names_[norm(classes_[i])] = int(i);
     // "hair drier" also answers to its singular-normalised form, "skis" to "ski" and so on.
