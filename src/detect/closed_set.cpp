@@ -2,8 +2,11 @@
 #include <algorithm>
 #include <cmath>
 #include <map>
+#include <memory>
 
 #include "detect/detector.hpp"
+#include "pipeline/lru_cache.hpp"
+#include "runtime/work_pool.hpp"
 #include "text/phrase_matcher.hpp"
 
 namespace maskmaker {
@@ -15,7 +18,8 @@ class ClosedSetDetector final : public Detector {
                     const ClosedSetOptions& options)
       : model_(std::move(model)), names_(std::move(names)), matcher_(names_), options_(options) {}
 
-  DetectorOutput detect(const cv::Mat& bgr, const std::vector<std::string>& phrases, float conf) override {
+  DetectorOutput detect(const cv::Mat& bgr, const std::vector<std::string>& phrases, float conf,
+                        uint64_t image_key) override {
     DetectorOutput out;
     out.colour_hints.resize(phrases.size());
     std::map<int, size_t> phrase_of_class;  // two phrases naming one class share its instances (first wins)
@@ -36,13 +40,34 @@ class ClosedSetDetector final : public Detector {
         out.candidates.push_back({b, cb.score, it->second, names_[size_t(cb.class_id)]});
       }
     };
-    cv::Rect whole(0, 0, bgr.cols, bgr.rows);
-    keep(model_->run(bgr, conf), whole, nullptr);
-    for (const cv::Rect& tile : tiles(bgr.size())) keep(model_->run(bgr(tile), conf), tile, &tile);
+    // The whole image first, then the crops; all run side by side, results kept in this order.
+    std::vector<cv::Rect> frames{cv::Rect(0, 0, bgr.cols, bgr.rows)};
+    for (const cv::Rect& tile : tiles(bgr.size())) frames.push_back(tile);
+    // Every class's boxes come out of one run, whatever the phrases: keep them per image at a low floor, so the
+    // same image with another prompt or threshold (>= the floor) filters the cached boxes instead of re-running.
+    const bool cacheable = image_key != 0 && conf >= kCacheFloor;
+    std::shared_ptr<const FrameBoxes> found;
+    if (cacheable) {
+      if (auto hit = cache_.get(image_key)) found = *hit;
+    }
+    if (!found) {
+      auto fresh = std::make_shared<FrameBoxes>(frames.size());
+      const float run_conf = cacheable ? kCacheFloor : conf;
+      rt::parallel_for(frames.size(), [&](size_t i) { (*fresh)[i] = model_->run(bgr(frames[i]), run_conf); });
+      if (cacheable) cache_.put(image_key, fresh);
+      found = std::move(fresh);
+    }
+    for (size_t i = 0; i < frames.size() && i < found->size(); ++i) {
+      std::vector<ClassBox> passing;
+      for (const auto& cb : (*found)[i]) if (cb.score >= conf) passing.push_back(cb);
+      keep(passing, frames[i], i == 0 ? nullptr : &frames[i]);
+    }
     return out;
   }
 
   std::vector<std::string> labels() const override { return names_; }
+  uint64_t detection_cache_hits() const override { return cache_.hits(); }
+  uint64_t detection_cache_misses() const override { return cache_.misses(); }
   std::string name() const override { return model_->name(); }
 
  private:
@@ -72,7 +97,12 @@ class ClosedSetDetector final : public Detector {
     return false;
   }
 
+  using FrameBoxes = std::vector<std::vector<ClassBox>>;  // per frame: whole image, then each crop
+  static constexpr float kCacheFloor = 0.1f;
+  static constexpr size_t kCacheEntries = 64;  // a few hundred boxes each: kilobytes
+
   std::unique_ptr<ClassDetectorModel> model_;
+  LruCache<uint64_t, std::shared_ptr<const FrameBoxes>> cache_{kCacheEntries};
   std::vector<std::string> names_;
   PhraseMatcher matcher_;
   ClosedSetOptions options_;

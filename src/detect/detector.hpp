@@ -28,12 +28,18 @@ struct DetectorOutput {
 class Detector {
  public:
   virtual ~Detector() = default;
-  virtual DetectorOutput detect(const cv::Mat& bgr, const std::vector<std::string>& phrases, float conf_thresh) = 0;
+  // image_key: a content hash of bgr, or 0. Detectors whose raw output does not depend on the phrases (the
+  // closed-set ones) cache it per key, so the same image with another prompt skips the model.
+  virtual DetectorOutput detect(const cv::Mat& bgr, const std::vector<std::string>& phrases, float conf_thresh,
+                                uint64_t image_key = 0) = 0;
   virtual std::vector<std::string> labels() const { return {}; }  // closed-set class names
   virtual std::string name() const = 0;
   // Text-embedding cache counters (open-vocabulary detectors); 0 for closed-set ones.
   virtual uint64_t text_cache_hits() const { return 0; }
   virtual uint64_t text_cache_misses() const { return 0; }
+  // Per-image detection cache counters (closed-set detectors).
+  virtual uint64_t detection_cache_hits() const { return 0; }
+  virtual uint64_t detection_cache_misses() const { return 0; }
 };
 
 // ---- closed-set models: an image in, class-scored boxes out.

@@ -136,7 +136,8 @@ std::vector<Candidate> YoloWorldDetector::detect_embeddings(const cv::Mat& bgr, 
   return found;
 }
 
-DetectorOutput YoloWorldDetector::detect(const cv::Mat& bgr, const std::vector<std::string>& phrases, float conf) {
+DetectorOutput YoloWorldDetector::detect(const cv::Mat& bgr, const std::vector<std::string>& phrases, float conf,
+                                         uint64_t /*image_key: the output depends on the phrases*/) {
   DetectorOutput out;
   out.colour_hints.assign(phrases.size(), std::string());  // colours are part of what CLIP reads
   if (phrases.empty()) return out;

@@ -16,6 +16,10 @@ std::string file_entry(const nlohmann::json& entry, const std::string& dir, bool
   if (!entry.is_object() || !entry.contains("path") || !entry["path"].is_string())
     throw Error(ErrorCode::ModelError, "pack.json in " + dir + ": '" + what + "' needs a \"path\"");
   std::string path = resolve_pack_path(dir, entry["path"].get<std::string>());
+  // Derived models (the int8 segmenter) are made from pinned sources by a script, not shipped: say how.
+  if (entry.contains("generated_by") && entry["generated_by"].is_string() && !fs::exists(path))
+    throw Error(ErrorCode::ModelError, "model file not found: " + path + " (derived from pinned sources; make it with `" +
+                                           entry["generated_by"].get<std::string>() + "`, which scripts/setup.sh runs)");
   rt::verify_model_file(path, verify ? entry.value("sha256", std::string()) : std::string());
   return path;
 }
@@ -39,8 +43,11 @@ std::unique_ptr<Detector> make_detector(const nlohmann::json& manifest, const st
   options.min_tile_side = det.value("min_tile_side", 0);
   std::vector<std::string> classes = coco80_names();
   if (det.contains("classes") && det["classes"].is_array()) classes = det["classes"].get<std::vector<std::string>>();
-  if (kind == "picodet") return make_closed_set_detector(make_picodet(path, config), classes, options);
-  if (kind == "yolox") return make_closed_set_detector(make_yolox(path, config), classes, options);
+  // The closed-set detectors are small: each call runs on one thread and the crops run side by side.
+  rt::SessionConfig small = config;
+  small.single_threaded = true;
+  if (kind == "picodet") return make_closed_set_detector(make_picodet(path, small), classes, options);
+  if (kind == "yolox") return make_closed_set_detector(make_yolox(path, small), classes, options);
   if (kind == "yolo-world") {
     // Open vocabulary: manifest["text_encoder"] = {"kind": "clip", "path", "sha256", "vocab"}, where "vocab" is
     // the BPE vocabulary's path (checksum in "vocab_sha256") or an entry {"path", "sha256"}.

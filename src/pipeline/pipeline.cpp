@@ -14,6 +14,7 @@
 #include "pipeline/colour.hpp"
 #include "pipeline/lru_cache.hpp"
 #include "pipeline/model_pack.hpp"
+#include "runtime/work_pool.hpp"
 
 namespace fs = std::filesystem;
 
@@ -96,7 +97,10 @@ class PipelineImpl final : public Pipeline {
 
     // Detect, then NMS per phrase.
     auto t = Clock::now();
-    DetectorOutput det = pack_.detector->detect(bgr, queries, params.confidence_thresh);
+    // One content hash keys both per-image caches: the detector's boxes and the segmenter's embedding.
+    const PixelKey key = pixel_key(bgr);
+    const uint64_t detection_key = PixelKeyHash{}(key) | 1;  // never 0 (= uncached)
+    DetectorOutput det = pack_.detector->detect(bgr, queries, params.confidence_thresh, detection_key);
     for (const auto& u : det.unmatched) {
       if (std::find(result.phrases.begin(), result.phrases.end(), u) != result.phrases.end())
         result.unmatched.push_back(u);
@@ -131,7 +135,6 @@ class PipelineImpl final : public Pipeline {
     cv::Mat union_mask = cv::Mat::zeros(bgr.size(), CV_8UC1);
     if (!kept.empty()) {
       t = Clock::now();
-      PixelKey key = pixel_key(bgr);
       std::shared_ptr<const ImageEmbedding> embedding;
       if (auto cached = embeddings_.get(key)) {
         embedding = *cached;
@@ -143,18 +146,22 @@ class PipelineImpl final : public Pipeline {
       result.times.encode_ms = ms_since(t);
 
       t = Clock::now();
-      std::vector<Instance> positives, negatives;
-      for (const auto& c : kept) {
-        Instance inst;
+      // One box gets every core; several run side by side, one single-threaded decoder call each.
+      std::vector<Instance> segmented(kept.size());
+      const bool side_by_side = kept.size() > 1 && rt::parallel_width() > 1;
+      rt::parallel_for(kept.size(), [&](size_t i) {
+        const Candidate& c = kept[i];
+        Instance& inst = segmented[i];
         inst.phrase = c.phrase < n_positive ? result.phrases[c.phrase] : queries[c.phrase];
         inst.label = c.label;
         inst.score = c.score;
         inst.box = c.box;
-        inst.mask = remove_specks(pack_.segmenter->segment_box(*embedding, c.box), c.box);
+        inst.mask = remove_specks(pack_.segmenter->segment_box(*embedding, c.box, nullptr, side_by_side), c.box);
         inst.area = cv::countNonZero(inst.mask);
         inst.negative = c.phrase >= n_positive;
-        (inst.negative ? negatives : positives).push_back(std::move(inst));
-      }
+      });
+      std::vector<Instance> positives, negatives;
+      for (auto& inst : segmented) (inst.negative ? negatives : positives).push_back(std::move(inst));
       result.times.segment_ms = ms_since(t);
 
       t = Clock::now();
@@ -186,6 +193,8 @@ class PipelineImpl final : public Pipeline {
     s.image_misses = embeddings_.misses();
     s.text_hits = pack_.detector->text_cache_hits();
     s.text_misses = pack_.detector->text_cache_misses();
+    s.detection_hits = pack_.detector->detection_cache_hits();
+    s.detection_misses = pack_.detector->detection_cache_misses();
     return s;
   }
 

