@@ -126,13 +126,15 @@ def main():
         sys.exit("load.py only targets loopback addresses")
     try:
         n = max(args.requests, 1)
+        # Each level gets its own pixel-different images (unless --same-image), so no level is answered from the
+        # image caches that an earlier one filled.
         bodies = [json.dumps({"prompt": args.prompt, "image": b, "return_mask": True}).encode()
-                  for b in variants(args.image, n, args.same_image)]
-        post(url, bodies[0], 120)  # warm-up
+                  for b in variants(args.image, n * len(args.concurrency) + 1, args.same_image)]
+        post(url, bodies[-1], 120)  # warm-up
         results = []
         print(f"{'conc':>4} {'reqs':>5} {'rps':>7} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8}  statuses")
-        for c in args.concurrency:
-            r = run_level(url, bodies, c, args.requests, args.seconds, timeout=120)
+        for level, c in enumerate(args.concurrency):
+            r = run_level(url, bodies[level * n:(level + 1) * n], c, args.requests, args.seconds, timeout=120)
             results.append(r)
             print(f"{c:>4} {r['requests']:>5} {r['throughput_rps']:>7} {r['p50_ms']!s:>8} {r['p95_ms']!s:>8} "
                   f"{r['max_ms']!s:>8}  {r['statuses']}", flush=True)

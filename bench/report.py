@@ -31,6 +31,10 @@ cold, warm = lat["cold (new image)"], lat["warm (same image, another prompt)"]
 for stage in ["decode", "detect", "encode", "segment", "post", "output", "total"]:
     lines.append(f"| {stage} | {cold[stage]['p50']:.1f} | {cold[stage]['p95']:.1f} | {warm[stage]['p50']:.1f} | "
                  f"{warm[stage]['p95']:.1f} |")
+for title, series in (("cold", cold), ("warm", warm)):
+    if series.get("boxes"):
+        lines.append(f"{'' if title == 'warm' else chr(10)}{title.capitalize()} runs segment {series['boxes']:.0f} box(es): "
+                     f"{series['segment_per_box_ms']:.1f} ms per box.")
 if "raw_models" in lat:
     lines += ["", "| model alone | p50 ms | p95 ms |", "|---|---|---|"]
     for name, v in lat["raw_models"].items():

@@ -14,7 +14,6 @@
 #include "pipeline/colour.hpp"
 #include "pipeline/lru_cache.hpp"
 #include "pipeline/model_pack.hpp"
-#include "runtime/work_pool.hpp"
 
 namespace fs = std::filesystem;
 
@@ -146,20 +145,18 @@ class PipelineImpl final : public Pipeline {
       result.times.encode_ms = ms_since(t);
 
       t = Clock::now();
-      // One box gets every core; several run side by side, one single-threaded decoder call each.
       std::vector<Instance> segmented(kept.size());
-      const bool side_by_side = kept.size() > 1 && rt::parallel_width() > 1;
-      rt::parallel_for(kept.size(), [&](size_t i) {
+      for (size_t i = 0; i < kept.size(); ++i) {
         const Candidate& c = kept[i];
         Instance& inst = segmented[i];
         inst.phrase = c.phrase < n_positive ? result.phrases[c.phrase] : queries[c.phrase];
         inst.label = c.label;
         inst.score = c.score;
         inst.box = c.box;
-        inst.mask = remove_specks(pack_.segmenter->segment_box(*embedding, c.box, nullptr, side_by_side), c.box);
+        inst.mask = remove_specks(pack_.segmenter->segment_box(*embedding, c.box), c.box);
         inst.area = cv::countNonZero(inst.mask);
         inst.negative = c.phrase >= n_positive;
-      });
+      }
       std::vector<Instance> positives, negatives;
       for (auto& inst : segmented) (inst.negative ? negatives : positives).push_back(std::move(inst));
       result.times.segment_ms = ms_since(t);

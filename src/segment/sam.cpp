@@ -12,11 +12,6 @@ namespace maskmaker {
 SamSegmenter::SamSegmenter(const std::string& encoder_path, const std::string& decoder_path,
                            const rt::SessionConfig& config)
     : encoder_(rt::open_session(encoder_path, config)), decoder_(rt::open_session(decoder_path, config)) {
-  if (config.device == "cpu") {
-    rt::SessionConfig single = config;
-    single.single_threaded = true;
-    decoder_single_ = rt::open_session(decoder_path, single);
-  }
   auto ein = rt::input_specs(*encoder_);
   auto eout = rt::output_specs(*encoder_);
   if (ein.size() != 1 || eout.empty() || ein[0].shape.size() != 4)
@@ -67,7 +62,7 @@ std::shared_ptr<const ImageEmbedding> SamSegmenter::encode(const cv::Mat& bgr) {
   return emb;
 }
 
-cv::Mat SamSegmenter::segment_box(const ImageEmbedding& emb, const Box& box, float* predicted_iou, bool side_by_side) {
+cv::Mat SamSegmenter::segment_box(const ImageEmbedding& emb, const Box& box, float* predicted_iou) {
   const float s = emb.scale;
   std::array<float, 4> coords{box.x1 * s, box.y1 * s, box.x2 * s, box.y2 * s};
   std::array<float, 2> labels{2.f, 3.f};
@@ -105,8 +100,7 @@ cv::Mat SamSegmenter::segment_box(const ImageEmbedding& emb, const Box& box, flo
       throw Error(ErrorCode::ModelError, "segmenter decoder has an unexpected input '" + name + "'");
   }
   const char* out_names[] = {"iou_predictions", "low_res_masks"};
-  Ort::Session& decoder = side_by_side && decoder_single_ ? *decoder_single_ : *decoder_;
-  auto outputs = decoder.Run(Ort::RunOptions{nullptr}, names.data(), inputs.data(), inputs.size(), out_names, 2);
+  auto outputs = decoder_->Run(Ort::RunOptions{nullptr}, names.data(), inputs.data(), inputs.size(), out_names, 2);
   if (predicted_iou) *predicted_iou = outputs[0].GetTensorData<float>()[0];
   auto lshape = outputs[1].GetTensorTypeAndShapeInfo().GetShape();
   const int lh = int(lshape[2]), lw = int(lshape[3]);

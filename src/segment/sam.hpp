@@ -25,17 +25,16 @@ class SamSegmenter {
 
   std::shared_ptr<const ImageEmbedding> encode(const cv::Mat& bgr);
   // The object's mask inside `box` (original pixels): CV_8UC1 0/255 of the original size.
-  // `predicted_iou` receives the decoder's own quality estimate. `side_by_side`: the caller runs several boxes
-  // at once through rt::parallel_for, so use the single-threaded decoder session (one box alone gets all cores).
-  cv::Mat segment_box(const ImageEmbedding& embedding, const Box& box, float* predicted_iou = nullptr,
-                      bool side_by_side = false);
+  // `predicted_iou` receives the decoder's own quality estimate. Boxes run one at a time, each with every
+  // core: on this decoder that beats several single-threaded calls side by side (docs/performance.md).
+  cv::Mat segment_box(const ImageEmbedding& embedding, const Box& box, float* predicted_iou = nullptr);
 
   int input_side() const { return side_; }
   // Masks are computed within the box grown by this share of its longer side (SAM masks rarely leave their box).
   void set_roi_margin(float share) { roi_margin_ = share; }
 
  private:
-  std::unique_ptr<Ort::Session> encoder_, decoder_, decoder_single_;
+  std::unique_ptr<Ort::Session> encoder_, decoder_;
   std::string enc_in_, enc_out_;
   int side_ = 1024;
   bool has_low_res_ = false;
