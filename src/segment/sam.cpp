@@ -29,6 +29,7 @@ SamSegmenter::SamSegmenter(const std::string& encoder_path, const std::string& d
                                              "' (expected the SAM ONNX decoder contract)");
   }
   for (auto& spec : rt::output_specs(*decoder_)) has_low_res_ |= spec.name == "low_res_masks";
+  has_window_ = std::find(dec_inputs_.begin(), dec_inputs_.end(), "low_res_window") != dec_inputs_.end();
   if (!has_low_res_) throw Error(ErrorCode::ModelError, "segmenter decoder " + decoder_path + ": no low_res_masks output");
 }
 
@@ -73,6 +74,31 @@ cv::Mat SamSegmenter::segment_box(const ImageEmbedding& emb, const Box& box, flo
   std::array<float, 2> orig_size{float(std::max(1, int(emb.original.height * s / 4))),
                                  float(std::max(1, int(emb.original.width * s / 4)))};
 
+  // The region of the original image the mask is computed in: the box plus a margin (SAM masks rarely leave
+  // their box).
+  const cv::Size orig = emb.original;
+  cv::Mat mask = cv::Mat::zeros(orig, CV_8UC1);
+  const float margin = roi_margin_ * std::max(box.width(), box.height()) + 8.f;
+  cv::Rect roi(cv::Point(std::max(0, int(std::floor(box.x1 - margin))), std::max(0, int(std::floor(box.y1 - margin)))),
+               cv::Point(std::min(orig.width, int(std::ceil(box.x2 + margin))),
+                         std::min(orig.height, int(std::ceil(box.y2 + margin)))));
+  if (roi.empty()) return mask;
+
+  // The low-res logits cover the padded encoder square at 4x the embedding grid. Output pixel x samples them at
+  // (x + 0.5) * s * full_w / side - 0.5 (bilinear). A decoder with a low_res_window input upscales only the grid
+  // cells around the region (one cell of slack, so no sample reaches the crop's edge) and returns just those.
+  const int grid_h = emb.shape.size() == 4 ? int(emb.shape[2]) : 64, grid_w = emb.shape.size() == 4 ? int(emb.shape[3]) : 64;
+  const float fx = s * float(4 * grid_w) / side_, fy = s * float(4 * grid_h) / side_;
+  std::array<int64_t, 4> window{0, 0, grid_h, grid_w};  // top, left, bottom, right in grid cells
+  if (has_window_ && use_window_) {
+    auto cell = [](float low_res) { return low_res / 4.f; };
+    window[0] = std::clamp<int64_t>(int64_t(std::floor(cell(roi.y * fy - 0.5f))) - 1, 0, grid_h - 1);
+    window[1] = std::clamp<int64_t>(int64_t(std::floor(cell(roi.x * fx - 0.5f))) - 1, 0, grid_w - 1);
+    window[2] = std::clamp<int64_t>(int64_t(std::ceil(cell((roi.y + roi.height) * fy + 0.5f))) + 1, window[0] + 1, grid_h);
+    window[3] = std::clamp<int64_t>(int64_t(std::ceil(cell((roi.x + roi.width) * fx + 0.5f))) + 1, window[1] + 1, grid_w);
+  }
+  std::array<int64_t, 1> four{4};
+
   std::array<int64_t, 3> coord_shape{1, 2, 2};
   std::array<int64_t, 2> label_shape{1, 2};
   std::array<int64_t, 4> mask_shape{1, 1, 256, 256};
@@ -96,6 +122,8 @@ cv::Mat SamSegmenter::segment_box(const ImageEmbedding& emb, const Box& box, flo
       inputs.push_back(Ort::Value::CreateTensor<float>(mem, &has_mask, 1, one.data(), 1));
     else if (name == "orig_im_size")
       inputs.push_back(Ort::Value::CreateTensor<float>(mem, orig_size.data(), 2, two.data(), 1));
+    else if (name == "low_res_window")
+      inputs.push_back(Ort::Value::CreateTensor<int64_t>(mem, window.data(), 4, four.data(), 1));
     else
       throw Error(ErrorCode::ModelError, "segmenter decoder has an unexpected input '" + name + "'");
   }
@@ -104,23 +132,18 @@ cv::Mat SamSegmenter::segment_box(const ImageEmbedding& emb, const Box& box, flo
   if (predicted_iou) *predicted_iou = outputs[0].GetTensorData<float>()[0];
   auto lshape = outputs[1].GetTensorTypeAndShapeInfo().GetShape();
   const int lh = int(lshape[2]), lw = int(lshape[3]);
+  const float off_y = has_window_ ? 4.f * float(window[0]) : 0.f, off_x = has_window_ ? 4.f * float(window[1]) : 0.f;
+  if (has_window_ && (lh != 4 * (window[2] - window[0]) || lw != 4 * (window[3] - window[1])))
+    throw Error(ErrorCode::ModelError, "segmenter decoder: low_res_masks does not match low_res_window");
+  if (!has_window_ && (lh != 4 * grid_h || lw != 4 * grid_w))
+    throw Error(ErrorCode::ModelError, "segmenter decoder: low_res_masks is not 4x the embedding grid");
   cv::Mat low(lh, lw, CV_32F, const_cast<float*>(outputs[1].GetTensorData<float>()));
 
-  // SAM's post-processing: low-res logits cover the padded encoder square; upsample to the square, crop the
-  // valid image part, resize to the original. Done in one step per pixel of the box's region (plus margin),
-  // which is what the full-frame version computes there, at a fraction of the cost.
-  const cv::Size orig = emb.original;
-  cv::Mat mask = cv::Mat::zeros(orig, CV_8UC1);
-  const float margin = roi_margin_ * std::max(box.width(), box.height()) + 8.f;
-  cv::Rect roi(cv::Point(std::max(0, int(std::floor(box.x1 - margin))), std::max(0, int(std::floor(box.y1 - margin)))),
-               cv::Point(std::min(orig.width, int(std::ceil(box.x2 + margin))),
-                         std::min(orig.height, int(std::ceil(box.y2 + margin)))));
-  if (roi.empty()) return mask;
-  // Output pixel (x, y) samples the low-res map at ((x + 0.5) * s * lw / side - 0.5), by bilinear interpolation.
-  const float fx = s * float(lw) / side_, fy = s * float(lh) / side_;
+  // SAM's post-processing (upsample to the padded square, crop the image part, resize to the original) done in
+  // one step per pixel of the region, which is what the full-frame version computes there.
   cv::Mat map_x(1, roi.width, CV_32F), map_y(roi.height, 1, CV_32F);
-  for (int x = 0; x < roi.width; ++x) map_x.at<float>(0, x) = (roi.x + x + 0.5f) * fx - 0.5f;
-  for (int y = 0; y < roi.height; ++y) map_y.at<float>(y, 0) = (roi.y + y + 0.5f) * fy - 0.5f;
+  for (int x = 0; x < roi.width; ++x) map_x.at<float>(0, x) = (roi.x + x + 0.5f) * fx - 0.5f - off_x;
+  for (int y = 0; y < roi.height; ++y) map_y.at<float>(y, 0) = (roi.y + y + 0.5f) * fy - 0.5f - off_y;
   cv::Mat mx, my;
   cv::repeat(map_x, roi.height, 1, mx);
   cv::repeat(map_y, 1, roi.width, my);

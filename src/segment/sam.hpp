@@ -32,12 +32,17 @@ class SamSegmenter {
   int input_side() const { return side_; }
   // Masks are computed within the box grown by this share of its longer side (SAM masks rarely leave their box).
   void set_roi_margin(float share) { roi_margin_ = share; }
+  // A decoder with a low_res_window input (scripts/make_int8_models.py) upscales only the box's region; false
+  // asks it for the whole frame (tests compare the two).
+  void set_use_window(bool use) { use_window_ = use; }
+  bool has_window() const { return has_window_; }
 
  private:
   std::unique_ptr<Ort::Session> encoder_, decoder_;
   std::string enc_in_, enc_out_;
   int side_ = 1024;
   bool has_low_res_ = false;
+  bool has_window_ = false, use_window_ = true;
   float roi_margin_ = 0.1f;
   std::vector<std::string> dec_inputs_;
 };

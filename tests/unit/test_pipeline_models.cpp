@@ -3,6 +3,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "maskmaker/maskmaker.hpp"
+#include "pipeline/model_pack.hpp"
 #include "test_support.hpp"
 
 using namespace maskmaker;
@@ -183,4 +184,28 @@ TEST(Models, Int8SegmenterAgreesWithTheFloatOne) {
       EXPECT_GE(mask_iou(f.instances[i].mask, q.instances[i].mask), 0.9) << name << " instance " << i;
     EXPECT_GE(mask_iou(f.mask, q.mask), 0.95) << name;
   }
+}
+
+TEST(Models, WindowedDecoderGivesTheFullFrameMasks) {
+  // The default decoder upscales only the grid cells around each box (low_res_window); every op there is per
+  // pixel, so the masks must be exactly those of the full-frame upscaling.
+  ModelPack pack = load_model_pack(default_pack(), rt::SessionConfig{}, false);
+  ASSERT_TRUE(pack.segmenter->has_window());
+  const cv::Mat& img = image("bus.jpg");  // 810 x 1080: the encoder frame is padded on the right
+  auto emb = pack.segmenter->encode(img);
+  const Box boxes[] = {{50, 230, 800, 760},    // the bus
+                       {0, 0, 120, 90},        // top-left corner
+                       {700, 990, 810, 1080},  // bottom-right corner, next to the padding
+                       {400, 500, 430, 540},   // small
+                       {0, 0, 810, 1080}};     // everything
+  for (const Box& b : boxes) {
+    float iou_window = 0, iou_full = 0;
+    pack.segmenter->set_use_window(true);
+    cv::Mat windowed = pack.segmenter->segment_box(*emb, b, &iou_window);
+    pack.segmenter->set_use_window(false);
+    cv::Mat full = pack.segmenter->segment_box(*emb, b, &iou_full);
+    EXPECT_EQ(cv::countNonZero(windowed != full), 0) << "box " << b.x1 << "," << b.y1 << "," << b.x2 << "," << b.y2;
+    EXPECT_FLOAT_EQ(iou_window, iou_full);
+  }
+  pack.segmenter->set_use_window(true);
 }
