@@ -40,6 +40,17 @@ if "raw_models" in lat:
     for name, v in lat["raw_models"].items():
         lines.append(f"| {name} | {v['p50']:.1f} | {v['p95']:.1f} |")
     lines += ["", f"End-to-end cold p50 ÷ sum of the raw model p50s: **{lat['overhead_ratio']:.2f}**."]
+dev_file = out_dir / "devset.json"
+if dev_file.exists():
+    dev = json.loads(dev_file.read_text())
+    t = dev.get("timing", {})
+    if "new image" in t:
+        lines += ["", f"Dev set (`bench accuracy`, {dev['rows']} rows on 60 photos, conf {dev['confidence_thresh']:.2f}, "
+                  f"iou {dev['iou_thresh']:.2f}): mIoU {dev['miou_positive']:.3f}, negatives empty "
+                  f"{100 * dev['negatives_empty']:.0f} %, {dev['seconds']:.0f} s in all. Pipeline time per row, a photo's "
+                  f"first row (new image): p50 {t['new image']['p50_ms']:.0f} ms, p95 {t['new image']['p95_ms']:.0f} ms; "
+                  f"its later rows (another prompt): p50 {t['seen image']['p50_ms']:.0f} ms, "
+                  f"p95 {t['seen image']['p95_ms']:.0f} ms."]
 load_file = out_dir / "load.json"
 if load_file.exists():
     load = json.loads(load_file.read_text())
