@@ -138,6 +138,7 @@ struct PipelineOptions {
 struct CacheStats {
   uint64_t image_hits = 0, image_misses = 0, text_hits = 0, text_misses = 0;
   uint64_t detection_hits = 0, detection_misses = 0;  // closed-set detector output per image
+  uint64_t mask_hits = 0, mask_misses = 0;            // instance masks per (image, box)
 };
 
 class Pipeline {

@@ -1,4 +1,5 @@
-// A small thread-safe LRU map, bounded by entry count, with hit/miss counters.
+// A small thread-safe LRU map with hit/miss counters, bounded by a total cost: each entry costs 1 unless put()
+// says otherwise (e.g. its size in bytes), and the least recently used entries go until the total fits.
 #pragma once
 
 #include <atomic>
@@ -20,35 +21,47 @@ class LruCache {
     if (it == index_.end()) { ++misses_; return std::nullopt; }
     order_.splice(order_.begin(), order_, it->second);
     ++hits_;
-    return it->second->second;
+    return it->second->value;
   }
 
-  void put(const Key& key, Value value) {
-    if (capacity_ == 0) return;
+  void put(const Key& key, Value value, size_t cost = 1) {
+    if (capacity_ == 0 || cost > capacity_) return;
     std::lock_guard lock(mutex_);
     auto it = index_.find(key);
     if (it != index_.end()) {
-      it->second->second = std::move(value);
+      total_ -= it->second->cost;
+      it->second->value = std::move(value);
+      it->second->cost = cost;
+      total_ += cost;
       order_.splice(order_.begin(), order_, it->second);
-      return;
+    } else {
+      order_.push_front(Entry{key, std::move(value), cost});
+      index_[key] = order_.begin();
+      total_ += cost;
     }
-    order_.emplace_front(key, std::move(value));
-    index_[key] = order_.begin();
-    while (order_.size() > capacity_) {
-      index_.erase(order_.back().first);
+    while (total_ > capacity_ && !order_.empty()) {
+      total_ -= order_.back().cost;
+      index_.erase(order_.back().key);
       order_.pop_back();
     }
   }
 
   size_t size() const { std::lock_guard lock(mutex_); return order_.size(); }
+  size_t total_cost() const { std::lock_guard lock(mutex_); return total_; }
   uint64_t hits() const { return hits_; }
   uint64_t misses() const { return misses_; }
 
  private:
+  struct Entry {
+    Key key;
+    Value value;
+    size_t cost;
+  };
   size_t capacity_;
+  size_t total_ = 0;
   mutable std::mutex mutex_;
-  std::list<std::pair<Key, Value>> order_;
-  std::unordered_map<Key, typename std::list<std::pair<Key, Value>>::iterator, Hash> index_;
+  std::list<Entry> order_;
+  std::unordered_map<Key, typename std::list<Entry>::iterator, Hash> index_;
   std::atomic<uint64_t> hits_{0}, misses_{0};
 };
 

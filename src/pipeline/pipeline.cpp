@@ -1,4 +1,5 @@
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <cmath>
 #include <cstdlib>
@@ -41,6 +42,25 @@ struct PixelKeyHash {
   size_t operator()(const PixelKey& k) const { return k.hash ^ (size_t(k.w) << 20) ^ size_t(k.h); }
 };
 
+// An instance mask is a function of the pixels and the box: cached, so that re-running the same image and
+// prompt with other grow/feather/invert settings (a slider in a UI) skips the decoder.
+struct MaskKey {
+  PixelKey image;
+  std::array<float, 4> box{};
+  bool operator==(const MaskKey&) const = default;
+};
+struct MaskKeyHash {
+  size_t operator()(const MaskKey& k) const {
+    size_t h = PixelKeyHash{}(k.image);
+    for (float v : k.box) h = h * 1000003u ^ std::hash<float>{}(v);
+    return h;
+  }
+};
+struct CachedMask {
+  cv::Rect region;  // where the mask's pixels are; zero elsewhere
+  cv::Mat pixels;   // CV_8UC1 of region's size
+};
+
 PixelKey pixel_key(const cv::Mat& bgr) {
   cv::Mat c = bgr.isContinuous() ? bgr : bgr.clone();
   std::string_view bytes(reinterpret_cast<const char*>(c.data), c.total() * c.elemSize());
@@ -74,7 +94,9 @@ cv::Mat remove_specks(cv::Mat mask, const Box& box) {
 class PipelineImpl final : public Pipeline {
  public:
   PipelineImpl(ModelPack pack, const PipelineOptions& options)
-      : pack_(std::move(pack)), embeddings_(options.image_cache_entries) {}
+      : pack_(std::move(pack)),
+        embeddings_(options.image_cache_entries),
+        masks_(options.image_cache_entries == 0 ? 0 : kMaskCacheBytes) {}
 
   MaskResult run(const cv::Mat& bgr, std::string_view prompt, const MaskParams& params) override {
     validate(params);
@@ -134,8 +156,17 @@ class PipelineImpl final : public Pipeline {
     cv::Mat union_mask = cv::Mat::zeros(bgr.size(), CV_8UC1);
     if (!kept.empty()) {
       t = Clock::now();
+      // Masks already made for these boxes on these pixels; the embedding is needed only for the others.
+      std::vector<std::shared_ptr<const CachedMask>> known(kept.size());
+      bool all_known = true;
+      for (size_t i = 0; i < kept.size(); ++i) {
+        if (auto hit = masks_.get(mask_key(key, kept[i].box))) known[i] = *hit;
+        all_known &= known[i] != nullptr;
+      }
       std::shared_ptr<const ImageEmbedding> embedding;
-      if (auto cached = embeddings_.get(key)) {
+      if (all_known) {
+        result.image_cache_hit = true;
+      } else if (auto cached = embeddings_.get(key)) {
         embedding = *cached;
         result.image_cache_hit = true;
       } else {
@@ -153,7 +184,16 @@ class PipelineImpl final : public Pipeline {
         inst.label = c.label;
         inst.score = c.score;
         inst.box = c.box;
-        inst.mask = remove_specks(pack_.segmenter->segment_box(*embedding, c.box), c.box);
+        if (known[i]) {
+          inst.mask = cv::Mat::zeros(bgr.size(), CV_8UC1);
+          if (!known[i]->region.empty()) known[i]->pixels.copyTo(inst.mask(known[i]->region));
+        } else {
+          inst.mask = remove_specks(pack_.segmenter->segment_box(*embedding, c.box), c.box);
+          auto entry = std::make_shared<CachedMask>();
+          entry->region = cv::boundingRect(inst.mask);
+          entry->pixels = inst.mask(entry->region).clone();
+          masks_.put(mask_key(key, c.box), entry, entry->pixels.total() + 64);
+        }
         inst.area = cv::countNonZero(inst.mask);
         inst.negative = c.phrase >= n_positive;
       }
@@ -192,6 +232,8 @@ class PipelineImpl final : public Pipeline {
     s.text_misses = pack_.detector->text_cache_misses();
     s.detection_hits = pack_.detector->detection_cache_hits();
     s.detection_misses = pack_.detector->detection_cache_misses();
+    s.mask_hits = masks_.hits();
+    s.mask_misses = masks_.misses();
     return s;
   }
 
@@ -223,8 +265,12 @@ class PipelineImpl final : public Pipeline {
   }
   static constexpr float kMinColourShare = 0.15f;
 
+  static MaskKey mask_key(const PixelKey& image, const Box& box) { return {image, {box.x1, box.y1, box.x2, box.y2}}; }
+  static constexpr size_t kMaskCacheBytes = size_t(64) << 20;  // instance masks, cropped to their bounding box
+
   ModelPack pack_;
   LruCache<PixelKey, std::shared_ptr<const ImageEmbedding>, PixelKeyHash> embeddings_;
+  LruCache<MaskKey, std::shared_ptr<const CachedMask>, MaskKeyHash> masks_;
 };
 
 }  // namespace

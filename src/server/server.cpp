@@ -94,7 +94,7 @@ struct Metrics {
   prometheus::Family<prometheus::Gauge>& gauges = prometheus::BuildGauge()
       .Name("maskmaker_inference").Help("Inference slots: state=active|queued").Register(registry);
   prometheus::Family<prometheus::Counter>& cache = prometheus::BuildCounter()
-      .Name("maskmaker_cache_events_total").Help("Cache hits and misses: image embeddings, text embeddings, detections per image").Register(registry);
+      .Name("maskmaker_cache_events_total").Help("Cache hits and misses: image embeddings, text embeddings, detections per image, instance masks").Register(registry);
   prometheus::Family<prometheus::Gauge>& ready = prometheus::BuildGauge()
       .Name("maskmaker_ready").Help("1 once the models are loaded").Register(registry);
   prometheus::Gauge& active = gauges.Add({{"state", "active"}});
@@ -119,6 +119,8 @@ struct Metrics {
     cache.Add({{"cache", "detections"}, {"event", "hit"}}).Increment(double(now.detection_hits - last_cache.detection_hits));
     cache.Add({{"cache", "detections"}, {"event", "miss"}})
         .Increment(double(now.detection_misses - last_cache.detection_misses));
+    cache.Add({{"cache", "masks"}, {"event", "hit"}}).Increment(double(now.mask_hits - last_cache.mask_hits));
+    cache.Add({{"cache", "masks"}, {"event", "miss"}}).Increment(double(now.mask_misses - last_cache.mask_misses));
     last_cache = now;
   }
 };

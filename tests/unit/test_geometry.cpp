@@ -75,3 +75,30 @@ TEST(Nms, KeepsBestAndSuppressesOverlaps) {
   EXPECT_NEAR(iou(boxes[0], boxes[1]), 81.f / 119.f, 1e-6);
   EXPECT_FLOAT_EQ(iou(boxes[0], boxes[2]), 0.f);
 }
+
+#include "pipeline/lru_cache.hpp"
+
+TEST(LruCache, EvictsLeastRecentlyUsedByTotalCost) {
+  maskmaker::LruCache<int, std::string> cache(10);
+  cache.put(1, "a", 4);
+  cache.put(2, "b", 4);
+  ASSERT_TRUE(cache.get(1).has_value());  // 1 is now the most recent
+  cache.put(3, "c", 4);                   // 12 > 10: the least recent (2) goes
+  EXPECT_FALSE(cache.get(2).has_value());
+  EXPECT_EQ(*cache.get(1), "a");
+  EXPECT_EQ(*cache.get(3), "c");
+  EXPECT_EQ(cache.total_cost(), 8u);
+  cache.put(4, "too big", 11);            // larger than the whole budget: not kept, nothing evicted
+  EXPECT_FALSE(cache.get(4).has_value());
+  EXPECT_EQ(cache.size(), 2u);
+  cache.put(1, "a2", 9);                  // re-put with a new cost: the other entry must go
+  EXPECT_EQ(*cache.get(1), "a2");
+  EXPECT_FALSE(cache.get(3).has_value());
+  EXPECT_EQ(cache.total_cost(), 9u);
+  maskmaker::LruCache<int, int> counted(2);  // default cost 1: bounded by entries
+  counted.put(1, 1);
+  counted.put(2, 2);
+  counted.put(3, 3);
+  EXPECT_EQ(counted.size(), 2u);
+  EXPECT_FALSE(counted.get(1).has_value());
+}

@@ -209,3 +209,27 @@ TEST(Models, WindowedDecoderGivesTheFullFrameMasks) {
   }
   pack.segmenter->set_use_window(true);
 }
+
+TEST(Models, SamePromptWithOtherSettingsReusesTheMasks) {
+  // A UI slider: the same image and prompt again with another grow_mask / invert. The instance masks come from
+  // the mask cache (no decoder call) and are the same as the first time.
+  cv::Mat img = image("darknet_horses.jpg").clone();
+  img.at<cv::Vec3b>(0, 0)[1] ^= 0x55;  // pixels no other test has seen
+  MaskResult first = pipeline().run(img, "horse", eval_params(0));
+  ASSERT_GE(first.instances.size(), 2u);
+  CacheStats before = pipeline().cache_stats();
+  MaskParams tweaked = eval_params(15);
+  tweaked.invert_mask = true;
+  MaskResult again = pipeline().run(img, "horse", tweaked);
+  CacheStats after = pipeline().cache_stats();
+  EXPECT_EQ(after.mask_hits - before.mask_hits, first.instances.size());
+  EXPECT_EQ(after.mask_misses, before.mask_misses);
+  EXPECT_TRUE(again.image_cache_hit);
+  ASSERT_EQ(again.instances.size(), first.instances.size());
+  for (size_t i = 0; i < first.instances.size(); ++i) {
+    EXPECT_EQ(cv::countNonZero(first.instances[i].mask != again.instances[i].mask), 0) << "instance " << i;
+    EXPECT_EQ(first.instances[i].area, again.instances[i].area);
+  }
+  // The settings still apply: the inverted, grown union leaves out every instance pixel.
+  for (const auto& inst : again.instances) EXPECT_EQ(cv::countNonZero(inst.mask & again.mask), 0);
+}
