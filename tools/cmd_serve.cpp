@@ -43,7 +43,7 @@ void register_serve(CLI::App& root, CommonOptions& common) {
   serve->add_flag("--allow-private-urls", cfg->allow_private_urls,
                   "Allow image URLs on loopback, private and link-local addresses")
       ->envname("MASKMAKER_ALLOW_PRIVATE_URLS");
-  serve->add_option("--image-cache", cfg->pipeline.image_cache_entries, "Image embeddings kept (about 4 MiB each)")
+  serve->add_option("--image-cache", cfg->pipeline.image_cache_entries, "Image embeddings kept (about 4 MiB each); 0 also turns off the instance-mask cache (64 MiB)")
       ->envname("MASKMAKER_IMAGE_CACHE")->capture_default_str();
   serve->add_option("--public-url", cfg->public_url,
                     "Base URL of this server for the absolute URLs in answers (status_url), e.g. "

@@ -131,7 +131,7 @@ struct PipelineOptions {
   std::string models_dir;   // folder with pack.json; empty = default search (MASKMAKER_MODELS, then beside the binary)
   std::string device = "cpu";  // cpu | cuda
   int threads = 0;          // intra-op threads per session; 0 = hardware concurrency
-  size_t image_cache_entries = 16;  // image embeddings kept (about 4 MiB each)
+  size_t image_cache_entries = 16;  // image embeddings kept (about 4 MiB each); 0 also disables the mask cache
   bool verify_checksums = true;
 };
 
