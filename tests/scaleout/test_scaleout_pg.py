@@ -11,6 +11,8 @@ from __future__ import annotations
 import base64
 import collections
 import hashlib
+import io
+import itertools
 import subprocess
 import threading
 import time
@@ -34,6 +36,28 @@ def hopper() -> bytes:
 def mask_body() -> dict:
     return {"prompt": "person", "image": "data:image/jpeg;base64," + base64.b64encode(hopper()).decode(),
             "return_mask": True}
+
+
+_fresh_images = itertools.count()
+
+
+def distinct_mask_bodies(n: int) -> list[dict]:
+    """n requests on pixel-different copies of the photo (lossless PNG), never sent before in this run, so that no
+    replica answers one from its image, detection or mask caches: each is a full inference of several hundred
+    milliseconds, long enough to act on while it runs."""
+    from PIL import Image
+
+    img = Image.open(io.BytesIO(hopper())).convert("RGB")
+    bodies = []
+    for _ in range(n):
+        i = next(_fresh_images)
+        copy = img.copy()
+        copy.putpixel((i % img.width, i // img.width), (255 - i % 256, i % 256, 7))
+        buf = io.BytesIO()
+        copy.save(buf, format="PNG", compress_level=1)
+        bodies.append({"prompt": "person", "image": "data:image/png;base64," + base64.b64encode(buf.getvalue()).decode(),
+                       "return_mask": True})
+    return bodies
 
 
 def post(base: str, key: str, body) -> requests.Response:
@@ -192,28 +216,32 @@ def test_replica_killed_mid_load_loses_no_credit(stack):
     body = mask_body()
     victim = stack.replicas[0]
     victim_addr = f"127.0.0.1:{victim.port}"
-    with ThreadPoolExecutor(calls) as pool:
-        futures = [pool.submit(post, stack.nginx.base, key, body) for _ in range(calls)]
-        # Kill it while it runs an inference (the credit is taken only after the answer is ready, so this request
-        # has not been charged; nginx sends it again to another replica).
-        wait_active(victim)
-        victim.kill9()
-        answers = [f.result() for f in futures]
-    bad = [(a.status_code, a.headers.get("X-Upstream"), a.text[:200]) for a in answers if a.status_code != 200]
-    assert not bad, f"requests failed although two replicas were left: {bad}\nnginx: {stack.nginx.errors()}"
-    retried = [a for a in answers if len(upstreams(a)) > 1]
-    assert any(victim_addr in upstreams(a)[:-1] for a in retried), \
-        f"no request was retried away from the killed replica: {[a.headers.get('X-Upstream') for a in answers]}"
-    assert all(victim_addr != upstreams(a)[-1] for a in retried)
-    left, used = key_row(stack.pg, "hundred", stack.db)
-    # Clients saw `calls` answers with 200; exactly that many credits were taken. (A replica that dies between
-    # committing the credit and sending its answer would make this calls + 1: docs/deploy.md, the in-flight window.)
-    assert (int(left), used) == (credits - calls, calls)
-    remaining = sorted(int(a.headers["x-remaining-credits"]) for a in answers)
-    assert remaining == list(range(credits - calls, credits))
-
-    # Replicas hold nothing but caches: a new one on the same port serves the same key and balance.
-    stack.restart(0)
+    try:
+        with ThreadPoolExecutor(calls) as pool:
+            futures = [pool.submit(post, stack.nginx.base, key, b) for b in distinct_mask_bodies(calls)]
+            # Kill it while it runs an inference (the credit is taken only after the answer is ready, so this
+            # request has not been charged; nginx sends it again to another replica). New pixels each, so that
+            # the inference is long: a cached one ends within milliseconds of starting, and the kill could land
+            # after the charge (the in-flight window of docs/deploy.md).
+            wait_active(victim)
+            victim.kill9()
+            answers = [f.result() for f in futures]
+        bad = [(a.status_code, a.headers.get("X-Upstream"), a.text[:200]) for a in answers if a.status_code != 200]
+        assert not bad, f"requests failed although two replicas were left: {bad}\nnginx: {stack.nginx.errors()}"
+        retried = [a for a in answers if len(upstreams(a)) > 1]
+        assert any(victim_addr in upstreams(a)[:-1] for a in retried), \
+            f"no request was retried away from the killed replica: {[a.headers.get('X-Upstream') for a in answers]}"
+        assert all(victim_addr != upstreams(a)[-1] for a in retried)
+        left, used = key_row(stack.pg, "hundred", stack.db)
+        # Clients saw `calls` answers with 200; exactly that many credits were taken. (A replica that dies between
+        # committing the credit and sending its answer would make this calls + 1: docs/deploy.md.)
+        assert (int(left), used) == (credits - calls, calls)
+        remaining = sorted(int(a.headers["x-remaining-credits"]) for a in answers)
+        assert remaining == list(range(credits - calls, credits))
+    finally:
+        # Replicas hold nothing but caches: a new one on the same port serves the same key and balance (and the
+        # later tests need all three).
+        stack.restart(0)
     a = post(stack.replicas[0].base, key, body)
     assert a.status_code == 200 and a.headers["x-remaining-credits"] == str(credits - calls - 1)
 
@@ -222,7 +250,8 @@ def test_sigterm_finishes_the_request_in_flight(stack):
     key = add_key(stack, "drain", "--credits", "10")
     r = stack.replicas[1]
     result = {}
-    t = threading.Thread(target=lambda: result.setdefault("answer", post(r.base, key, mask_body())))
+    body = distinct_mask_bodies(1)[0]  # not cached anywhere: the inference lasts long enough to be caught
+    t = threading.Thread(target=lambda: result.setdefault("answer", post(r.base, key, body)))
     t.start()
     wait_active(r)
     rc = r.stop()
