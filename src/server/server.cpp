@@ -112,15 +112,15 @@ struct Metrics {
   }
   void sync_cache(const CacheStats& now) {
     std::lock_guard lock(cache_mutex);
-    cache.Add({{"cache", "image"}, {"event", "hit"}}).Increment(double(now.image_hits - last_cache.image_hits));
-    cache.Add({{"cache", "image"}, {"event", "miss"}}).Increment(double(now.image_misses - last_cache.image_misses));
-    cache.Add({{"cache", "text"}, {"event", "hit"}}).Increment(double(now.text_hits - last_cache.text_hits));
-    cache.Add({{"cache", "text"}, {"event", "miss"}}).Increment(double(now.text_misses - last_cache.text_misses));
-    cache.Add({{"cache", "detections"}, {"event", "hit"}}).Increment(double(now.detection_hits - last_cache.detection_hits));
-    cache.Add({{"cache", "detections"}, {"event", "miss"}})
-        .Increment(double(now.detection_misses - last_cache.detection_misses));
-    cache.Add({{"cache", "masks"}, {"event", "hit"}}).Increment(double(now.mask_hits - last_cache.mask_hits));
-    cache.Add({{"cache", "masks"}, {"event", "miss"}}).Increment(double(now.mask_misses - last_cache.mask_misses));
+    struct Counters { const char* cache; uint64_t CacheStats::*hits; uint64_t CacheStats::*misses; };
+    static constexpr Counters all[] = {{"image", &CacheStats::image_hits, &CacheStats::image_misses},
+                                       {"text", &CacheStats::text_hits, &CacheStats::text_misses},
+                                       {"detections", &CacheStats::detection_hits, &CacheStats::detection_misses},
+                                       {"masks", &CacheStats::mask_hits, &CacheStats::mask_misses}};
+    for (const Counters& c : all) {
+      cache.Add({{"cache", c.cache}, {"event", "hit"}}).Increment(double(now.*c.hits - last_cache.*c.hits));
+      cache.Add({{"cache", c.cache}, {"event", "miss"}}).Increment(double(now.*c.misses - last_cache.*c.misses));
+    }
     last_cache = now;
   }
 };

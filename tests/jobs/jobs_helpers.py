@@ -7,12 +7,9 @@ The binary is $MASKMAKER_BIN, else <repo>/build/maskmaker; the model pack $MASKM
 """
 from __future__ import annotations
 
-import base64
 import io
 import json
-import os
 import signal
-import socket
 import subprocess
 import tempfile
 import threading
@@ -22,23 +19,17 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import requests
+
+import sys
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # tests/: the suites' shared testlib.py
+from testlib import REPO, SHARED, SAMPLES, BIN, MODELS, COMPAT, free_port, b64, sample  # noqa: E402,F401
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("MASKMAKER_SHARED") or (REPO.parent / "shared")).resolve()
-SAMPLES = SHARED / "data" / "samples"
-BIN = Path(os.environ.get("MASKMAKER_BIN") or (REPO / "build" / "maskmaker"))
-MODELS = os.environ.get("MASKMAKER_MODELS") or str(REPO / "models" / "default")
 
 SUBMIT = "/v2/inpaint-mask-maker"
-SYNC = "/v1/inpaint-mask-maker"
+SYNC = COMPAT
 FINAL = ("COMPLETED", "FAILED")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def png(i: int = 0, size: int = 64) -> bytes:
@@ -46,18 +37,6 @@ def png(i: int = 0, size: int = 64) -> bytes:
     buf = io.BytesIO()
     Image.new("RGB", (size, size), ((i * 37) % 256, (i * 91) % 256, (i * 13 + 60) % 256)).save(buf, "PNG")
     return buf.getvalue()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def sample(name: str) -> bytes:
-    path = SAMPLES / name
-    if not path.is_file():
-        import pytest
-        pytest.skip(f"sample image {path} is missing (set MASKMAKER_SHARED)")
-    return path.read_bytes()
 
 
 def add_key(db: Path, name: str, credits: int | None = None) -> str:

@@ -7,8 +7,6 @@ The binary is $MASKMAKER_BIN, else <repo>/build/maskmaker; the model pack $MASKM
 from __future__ import annotations
 
 import base64
-import io
-import os
 import socket
 import subprocess
 import sys
@@ -19,41 +17,21 @@ from typing import Any
 
 import numpy as np
 import requests
-from PIL import Image
+from PIL import Image  # noqa: F401  (tests use ns.Image)
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("MASKMAKER_SHARED") or (REPO.parent / "shared")).resolve()
-SAMPLES = SHARED / "data" / "samples"
-BIN = Path(os.environ.get("MASKMAKER_BIN") or (REPO / "build" / "maskmaker"))
-MODELS = os.environ.get("MASKMAKER_MODELS") or str(REPO / "models" / "default")
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # tests/: the suites' shared testlib.py
+from testlib import REPO, SHARED, SAMPLES, BIN, MODELS, COMPAT, NATIVE, free_port, b64, encode, open_image  # noqa: E402,F401
+
 CLIENT_SRC = REPO / "clients" / "python" / "src"
 if str(CLIENT_SRC) not in sys.path:
     sys.path.insert(0, str(CLIENT_SRC))
 
-COMPAT = "/v1/inpaint-mask-maker"
-NATIVE = "/v1/masks"
 TIMEOUT = 120
 PHOTO = "darknet_person_dog_horse.jpg"  # 640 x 424: a person, a dog and a horse
 PROMPT = "dog, horse, person"  # the reference request: confidence 0.3, grow_mask 0 (conftest.base)
 
 
 # ------------------------------------------------------------------------------------------------ images
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def open_image(data: bytes) -> Image.Image:
-    im = Image.open(io.BytesIO(data))
-    im.load()
-    return im
-
-
-def encode(image: Image.Image, fmt: str, **kw: Any) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, fmt, **kw)
-    return buf.getvalue()
-
 
 def mask_array(data: bytes) -> np.ndarray:
     im = open_image(data)
@@ -194,12 +172,6 @@ def checked_session(api: OpenApi) -> requests.Session:
 
 
 # ------------------------------------------------------------------------------------------------ the server
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 class Server:
     """One `maskmaker serve` on 127.0.0.1 and a free port; its log in a temporary file."""

@@ -22,19 +22,12 @@ from pathlib import Path
 
 import requests
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("MASKMAKER_SHARED") or (REPO.parent / "shared")).resolve()
-SAMPLES = SHARED / "data" / "samples"
-BIN = Path(os.environ.get("MASKMAKER_BIN") or (REPO / "build" / "maskmaker"))
-MODELS = os.environ.get("MASKMAKER_MODELS") or str(REPO / "models" / "default")
+import sys
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # tests/: the suites' shared testlib.py
+from testlib import REPO, SHARED, SAMPLES, BIN, MODELS, COMPAT, free_port  # noqa: E402,F401
+
 NGINX_EXAMPLE = REPO / "deploy" / "nginx" / "maskmaker.conf"
-COMPAT = "/v1/inpaint-mask-maker"
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def postgres_bindir() -> Path | None:

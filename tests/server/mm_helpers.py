@@ -6,7 +6,6 @@ interface address when it has one).
 """
 from __future__ import annotations
 
-import base64
 import io
 import ipaddress
 import os
@@ -22,16 +21,14 @@ from pathlib import Path
 from urllib.parse import parse_qs, urlparse
 
 import requests
+
+import sys
+
+sys.path.append(str(Path(__file__).resolve().parents[1]))  # tests/: the suites' shared testlib.py
+from testlib import REPO, SHARED, SAMPLES, BIN, MODELS, COMPAT, NATIVE, free_port, b64, sample, encode, open_image  # noqa: E402,F401
 from PIL import Image
 
-REPO = Path(__file__).resolve().parents[2]
-SHARED = Path(os.environ.get("MASKMAKER_SHARED") or (REPO.parent / "shared")).resolve()
-SAMPLES = SHARED / "data" / "samples"
-BIN = Path(os.environ.get("MASKMAKER_BIN") or (REPO / "build" / "maskmaker"))
-MODELS = os.environ.get("MASKMAKER_MODELS") or str(REPO / "models" / "default")
 
-COMPAT = "/v1/inpaint-mask-maker"
-NATIVE = "/v1/masks"
 
 # A generous bound for one request: a full-size inference is ~1 s, but CI machines are shared and slow.
 REQUEST_TIMEOUT = 120
@@ -47,37 +44,7 @@ def png_bytes(width: int, height: int, color=(120, 30, 40), mode: str = "RGB") -
     return buf.getvalue()
 
 
-def encode(image: Image.Image, fmt: str, **kw) -> bytes:
-    buf = io.BytesIO()
-    image.save(buf, fmt, **kw)
-    return buf.getvalue()
-
-
-def b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def sample(name: str) -> bytes:
-    path = SAMPLES / name
-    if not path.is_file():
-        import pytest
-        pytest.skip(f"sample image {path} is missing (set MASKMAKER_SHARED)")
-    return path.read_bytes()
-
-
-def open_image(data: bytes) -> Image.Image:
-    im = Image.open(io.BytesIO(data))
-    im.load()
-    return im
-
-
 # ------------------------------------------------------------------------------------------------ ports
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
 
 def closed_port() -> int:
     """A port on 127.0.0.1 where nothing listens (connection refused)."""

