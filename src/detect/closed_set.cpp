@@ -33,6 +33,7 @@ class ClosedSetDetector final : public Detector {
 
     auto keep = [&](const std::vector<ClassBox>& boxes, const cv::Rect& frame, const cv::Rect* inner_edges) {
       for (const auto& cb : boxes) {
+        if (cb.score < conf) continue;  // cached boxes go down to kCacheFloor
         auto it = phrase_of_class.find(cb.class_id);
         if (it == phrase_of_class.end()) continue;
         Box b{cb.box.x1 + frame.x, cb.box.y1 + frame.y, cb.box.x2 + frame.x, cb.box.y2 + frame.y};
@@ -57,11 +58,7 @@ class ClosedSetDetector final : public Detector {
       if (cacheable) cache_.put(image_key, fresh);
       found = std::move(fresh);
     }
-    for (size_t i = 0; i < frames.size() && i < found->size(); ++i) {
-      std::vector<ClassBox> passing;
-      for (const auto& cb : (*found)[i]) if (cb.score >= conf) passing.push_back(cb);
-      keep(passing, frames[i], i == 0 ? nullptr : &frames[i]);
-    }
+    for (size_t i = 0; i < frames.size() && i < found->size(); ++i) keep((*found)[i], frames[i], i == 0 ? nullptr : &frames[i]);
     return out;
   }
 

@@ -176,10 +176,10 @@ class PipelineImpl final : public Pipeline {
       result.times.encode_ms = ms_since(t);
 
       t = Clock::now();
-      std::vector<Instance> segmented(kept.size());
+      std::vector<Instance> positives, negatives;
       for (size_t i = 0; i < kept.size(); ++i) {
         const Candidate& c = kept[i];
-        Instance& inst = segmented[i];
+        Instance inst;
         inst.phrase = c.phrase < n_positive ? result.phrases[c.phrase] : queries[c.phrase];
         inst.label = c.label;
         inst.score = c.score;
@@ -196,9 +196,8 @@ class PipelineImpl final : public Pipeline {
         }
         inst.area = cv::countNonZero(inst.mask);
         inst.negative = c.phrase >= n_positive;
+        (inst.negative ? negatives : positives).push_back(std::move(inst));
       }
-      std::vector<Instance> positives, negatives;
-      for (auto& inst : segmented) (inst.negative ? negatives : positives).push_back(std::move(inst));
       result.times.segment_ms = ms_since(t);
 
       t = Clock::now();

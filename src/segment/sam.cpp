@@ -91,11 +91,11 @@ cv::Mat SamSegmenter::segment_box(const ImageEmbedding& emb, const Box& box, flo
   const float fx = s * float(4 * grid_w) / side_, fy = s * float(4 * grid_h) / side_;
   std::array<int64_t, 4> window{0, 0, grid_h, grid_w};  // top, left, bottom, right in grid cells
   if (has_window_ && use_window_) {
-    auto cell = [](float low_res) { return low_res / 4.f; };
-    window[0] = std::clamp<int64_t>(int64_t(std::floor(cell(roi.y * fy - 0.5f))) - 1, 0, grid_h - 1);
-    window[1] = std::clamp<int64_t>(int64_t(std::floor(cell(roi.x * fx - 0.5f))) - 1, 0, grid_w - 1);
-    window[2] = std::clamp<int64_t>(int64_t(std::ceil(cell((roi.y + roi.height) * fy + 0.5f))) + 1, window[0] + 1, grid_h);
-    window[3] = std::clamp<int64_t>(int64_t(std::ceil(cell((roi.x + roi.width) * fx + 0.5f))) + 1, window[1] + 1, grid_w);
+    // Low-res pixel p lies in grid cell p / 4.
+    window[0] = std::clamp<int64_t>(int64_t(std::floor((roi.y * fy - 0.5f) / 4.f)) - 1, 0, grid_h - 1);
+    window[1] = std::clamp<int64_t>(int64_t(std::floor((roi.x * fx - 0.5f) / 4.f)) - 1, 0, grid_w - 1);
+    window[2] = std::clamp<int64_t>(int64_t(std::ceil(((roi.y + roi.height) * fy + 0.5f) / 4.f)) + 1, window[0] + 1, grid_h);
+    window[3] = std::clamp<int64_t>(int64_t(std::ceil(((roi.x + roi.width) * fx + 0.5f) / 4.f)) + 1, window[1] + 1, grid_w);
   }
   std::array<int64_t, 1> four{4};
 
