@@ -8,11 +8,11 @@
 #include <string>
 #include <string_view>
 
-#include "server/base64.hpp"
-#include "server/request.hpp"
+#include "service/base64.hpp"
+#include "service/request.hpp"
 
 using namespace maskmaker;
-using namespace maskmaker::server;
+using namespace maskmaker::service;
 
 namespace {
 bool is_url(std::string_view s) {

@@ -5,10 +5,10 @@
 #include <cstdint>
 #include <string_view>
 
-#include "server/request.hpp"
+#include "service/request.hpp"
 
 using namespace maskmaker;
-using namespace maskmaker::server;
+using namespace maskmaker::service;
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   if (size == 0) return 0;

@@ -9,7 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "commands.hpp"
-#include "detect/geometry.hpp"
+#include "image/geometry.hpp"
 #include "pipeline/model_pack.hpp"
 #include "runtime/ort_runtime.hpp"
 

@@ -12,7 +12,7 @@
 #include <spdlog/spdlog.h>
 
 #include "commands.hpp"
-#include "server/api.hpp"
+#include "service/api.hpp"
 
 namespace fs = std::filesystem;
 
@@ -59,7 +59,7 @@ nlohmann::json instances_json(const MaskResult& r) {
     nlohmann::json j = {{"phrase", inst.phrase}, {"label", inst.label}, {"score", inst.score},
                         {"box", {inst.box.x1, inst.box.y1, inst.box.x2, inst.box.y2}}, {"area", inst.area},
                         {"negative", inst.negative}};
-    if (!inst.mask.empty()) j["mask"] = server::rle_encode(inst.mask);
+    if (!inst.mask.empty()) j["mask"] = service::rle_encode(inst.mask);
     list.push_back(std::move(j));
   }
   return list;
@@ -137,7 +137,7 @@ void register_run(CLI::App& root, CommonOptions& common) {
         if (opts->json) {
           nlohmann::json j = {{"file", file.string()}, {"output", target.string()}, {"width", r.width},
                               {"height", r.height}, {"phrases", r.phrases}, {"unmatched", r.unmatched},
-                              {"instances", instances_json(r)}, {"mask", server::rle_encode(r.mask)}};
+                              {"instances", instances_json(r)}, {"mask", service::rle_encode(r.mask)}};
           std::ofstream(fs::path(opts->out) / (stem + ".json")) << j.dump(2) << "\n";
         }
         double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();

@@ -5,7 +5,7 @@
 #include <spdlog/spdlog.h>
 
 #include "commands.hpp"
-#include "server/keys_db.hpp"
+#include "service/keys_db.hpp"
 #include "server/server.hpp"
 
 namespace maskmaker::cli {
@@ -70,7 +70,7 @@ void register_serve(CLI::App& root, CommonOptions& common) {
 
 namespace {
 
-void print_key(const server::KeyRecord& k) {
+void print_key(const service::KeyRecord& k) {
   // setw counts bytes: "…" is 3 bytes and 1 column, so the 10-column prefix field is 12 wide.
   std::cout << std::left << std::setw(5) << k.id << std::setw(20) << k.name << std::setw(12) << (k.prefix + "…")
             << std::setw(12) << (k.credits ? std::to_string(*k.credits) : "unlimited") << std::setw(8) << k.used
@@ -79,7 +79,7 @@ void print_key(const server::KeyRecord& k) {
             << k.endpoints << "\n";
 }
 
-server::KeyRecord must_find(server::KeyStore& db, const std::string& which) {
+service::KeyRecord must_find(service::KeyStore& db, const std::string& which) {
   auto k = db.find(which);
   if (!k) throw Error(ErrorCode::InvalidArgument, "no key with id or name '" + which + "'");
   return *k;
@@ -106,7 +106,7 @@ void register_keys(CLI::App& root) {
   add->add_option("--rate", o->rate, "Requests per minute (default: the server's --rate-limit)")->check(CLI::Range(int64_t(1), INT64_MAX));
   add->add_option("--endpoints", o->endpoints, "Comma-separated paths the key may call, or *")->capture_default_str();
   add->callback([o] {
-    auto store = server::open_key_store(o->db);
+    auto store = service::open_key_store(o->db);
     auto& db = *store;
     auto [key, rec] = db.add(o->name, o->credits >= 0 ? std::optional<int64_t>(o->credits) : std::nullopt,
                              o->rate > 0 ? std::optional<int64_t>(o->rate) : std::nullopt, o->endpoints);
@@ -116,7 +116,7 @@ void register_keys(CLI::App& root) {
 
   CLI::App* list = keys->add_subcommand("list", "List keys (never the keys themselves)");
   list->callback([o] {
-    auto store = server::open_key_store(o->db);
+    auto store = service::open_key_store(o->db);
     auto& db = *store;
     auto all = db.list();
     std::cout << std::left << std::setw(5) << "id" << std::setw(20) << "name" << std::setw(10) << "prefix"
@@ -128,7 +128,7 @@ void register_keys(CLI::App& root) {
   CLI::App* disable = keys->add_subcommand("disable", "Disable a key (403 from then on)");
   disable->add_option("key", o->which, "Key id or name")->required();
   disable->callback([o] {
-    auto store = server::open_key_store(o->db);
+    auto store = service::open_key_store(o->db);
     auto& db = *store;
     auto k = must_find(db, o->which);
     db.set_disabled(k.id, true);
@@ -137,7 +137,7 @@ void register_keys(CLI::App& root) {
   CLI::App* enable = keys->add_subcommand("enable", "Enable a disabled key");
   enable->add_option("key", o->which, "Key id or name")->required();
   enable->callback([o] {
-    auto store = server::open_key_store(o->db);
+    auto store = service::open_key_store(o->db);
     auto& db = *store;
     auto k = must_find(db, o->which);
     db.set_disabled(k.id, false);
@@ -149,7 +149,7 @@ void register_keys(CLI::App& root) {
   credit->add_option("amount", o->amount, "Credits to add");
   credit->add_flag("--unlimited", o->unlimited, "No credit limit");
   credit->callback([o] {
-    auto store = server::open_key_store(o->db);
+    auto store = service::open_key_store(o->db);
     auto& db = *store;
     auto k = must_find(db, o->which);
     if (o->unlimited) {

@@ -14,6 +14,8 @@
 
 #include <opencv2/core.hpp>
 
+#include "maskmaker/params.hpp"
+
 namespace maskmaker {
 
 // Every failure the library reports carries one of these; front ends map them to HTTP statuses or exit codes.
@@ -78,14 +80,15 @@ std::vector<uint8_t> encode_png(const cv::Mat& image, int compression = 1);
 std::vector<uint8_t> encode_jpeg(const cv::Mat& bgr, int quality = 90);
 
 // ---------------------------------------------------------------- parameters and results
+// Defaults, ranges and help are in the parameter table (params.hpp).
 struct MaskParams {
-  float confidence_thresh = 0.5f;  // [0, 1]
-  float iou_thresh = 0.2f;         // [0, 1], NMS per phrase
-  int grow_mask = 10;              // pixels; negative erodes (native API only)
-  bool invert_mask = false;
-  int max_detections = 100;        // after NMS, highest scores first
+  float confidence_thresh = float(param_default("confidence_thresh"));
+  float iou_thresh = float(param_default("iou_thresh"));  // NMS per phrase
+  int grow_mask = int(param_default("grow_mask"));        // pixels; negative erodes (native API only)
+  bool invert_mask = param_default("invert_mask") != 0;
+  int max_detections = int(param_default("max_detections"));  // after NMS, highest scores first
   std::vector<std::string> negative_phrases;  // instances of these are subtracted from the mask
-  int feather = 0;                 // soft edge width in pixels (0 = hard 0/255 mask)
+  int feather = int(param_default("feather"));  // soft edge width in pixels (0 = hard 0/255 mask)
 };
 // Throws Error(InvalidArgument) naming the field when a value is out of range.
 void validate(const MaskParams& params);

@@ -5,7 +5,7 @@
 #include <memory>
 
 #include "detect/detector.hpp"
-#include "pipeline/lru_cache.hpp"
+#include "runtime/lru_cache.hpp"
 #include "runtime/work_pool.hpp"
 #include "text/phrase_matcher.hpp"
 

@@ -6,7 +6,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "detect/detector.hpp"
-#include "detect/geometry.hpp"
+#include "image/geometry.hpp"
 
 namespace maskmaker {
 namespace {

@@ -4,7 +4,7 @@
 #include <array>
 #include <numeric>
 
-#include "detect/geometry.hpp"
+#include "image/geometry.hpp"
 
 namespace maskmaker {
 namespace {

@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "detect/detector.hpp"
-#include "detect/geometry.hpp"
+#include "image/geometry.hpp"
 #include "text/text_encoder.hpp"
 
 namespace maskmaker {

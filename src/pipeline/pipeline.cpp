@@ -10,10 +10,10 @@
 #include <opencv2/imgproc.hpp>
 #include <spdlog/spdlog.h>
 
-#include "detect/geometry.hpp"
+#include "image/geometry.hpp"
 #include "maskmaker/maskmaker.hpp"
 #include "pipeline/colour.hpp"
-#include "pipeline/lru_cache.hpp"
+#include "runtime/lru_cache.hpp"
 #include "pipeline/model_pack.hpp"
 
 namespace fs = std::filesystem;
@@ -237,7 +237,6 @@ class PipelineImpl final : public Pipeline {
   }
 
  private:
-  static constexpr size_t kMaxPhrases = 64;
 
   // "white horse": keep the instances whose mask is mostly white, best first; if none is, keep them all.
   static void apply_colour_hints(const cv::Mat& bgr, const std::vector<std::string>& hints,
@@ -294,21 +293,6 @@ const char* error_code_name(ErrorCode code) {
     case ErrorCode::ModelError: return "model_error";
     default: return "internal";
   }
-}
-
-void validate(const MaskParams& p) {
-  auto unit = [](float v, const char* name) {
-    if (!(v >= 0.f && v <= 1.f))
-      throw Error(ErrorCode::InvalidArgument, std::string(name) + " must be a number between 0 and 1", name);
-  };
-  unit(p.confidence_thresh, "confidence_thresh");
-  unit(p.iou_thresh, "iou_thresh");
-  if (p.grow_mask < -100 || p.grow_mask > 100)
-    throw Error(ErrorCode::InvalidArgument, "grow_mask must be an integer between -100 and 100", "grow_mask");
-  if (p.max_detections < 0 || p.max_detections > 1000)
-    throw Error(ErrorCode::InvalidArgument, "max_detections must be an integer between 0 and 1000", "max_detections");
-  if (p.feather < 0 || p.feather > 100)
-    throw Error(ErrorCode::InvalidArgument, "feather must be an integer between 0 and 100", "feather");
 }
 
 std::vector<std::string> split_prompt(std::string_view prompt) {

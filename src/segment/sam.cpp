@@ -5,7 +5,7 @@
 
 #include <opencv2/imgproc.hpp>
 
-#include "detect/geometry.hpp"
+#include "image/geometry.hpp"
 
 namespace maskmaker {
 

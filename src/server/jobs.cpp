@@ -27,15 +27,16 @@
 #include <prometheus/registry.h>
 #include <spdlog/spdlog.h>
 
-#include "server/admission.hpp"
-#include "server/api.hpp"
-#include "server/base64.hpp"
+#include "service/admission.hpp"
+#include "service/api.hpp"
+#include "service/base64.hpp"
 #include "server/http_errors.hpp"
 #include "server/jobs_store.hpp"
-#include "server/keys_db.hpp"
-#include "server/url_fetch.hpp"
+#include "service/keys_db.hpp"
+#include "service/url_fetch.hpp"
 
 namespace maskmaker::server {
+using namespace maskmaker::service;  // the layer below: typed requests, keys, image sources, rendering
 namespace {
 
 using nlohmann::json;

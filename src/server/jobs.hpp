@@ -24,15 +24,18 @@
 #include <httplib.h>
 
 #include "maskmaker/maskmaker.hpp"
-#include "server/request.hpp"
+#include "service/request.hpp"
 #include "server/server.hpp"
 
 namespace prometheus { class Registry; }
 
-namespace maskmaker::server {
-
+namespace maskmaker::service {
 class Admission;
 class KeyStore;
+}  // namespace maskmaker::service
+
+namespace maskmaker::server {
+using namespace maskmaker::service;  // the layer below: typed requests, keys, image sources, rendering
 
 // What the jobs use of the server.
 struct JobsContext {

@@ -23,17 +23,18 @@
 #include <prometheus/text_serializer.h>
 #include <spdlog/spdlog.h>
 
-#include "server/admission.hpp"
-#include "server/api.hpp"
-#include "server/base64.hpp"
+#include "service/admission.hpp"
+#include "service/api.hpp"
+#include "service/base64.hpp"
 #include "server/http_errors.hpp"
 #include "server/jobs.hpp"
-#include "server/keys_db.hpp"
-#include "server/rate_limit.hpp"
-#include "server/request.hpp"
+#include "service/keys_db.hpp"
+#include "service/rate_limit.hpp"
+#include "service/request.hpp"
 #include "server/web_assets.hpp"
 
 namespace maskmaker::server {
+using namespace maskmaker::service;  // the layer below: typed requests, keys, image sources, rendering
 namespace {
 
 using Clock = std::chrono::steady_clock;

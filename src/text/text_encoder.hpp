@@ -7,7 +7,7 @@
 #include <string>
 #include <vector>
 
-#include "pipeline/lru_cache.hpp"
+#include "runtime/lru_cache.hpp"
 #include "runtime/ort_runtime.hpp"
 #include "text/clip_tokenizer.hpp"
 

@@ -1,6 +1,6 @@
 #include <gtest/gtest.h>
 
-#include "detect/geometry.hpp"
+#include "image/geometry.hpp"
 
 using namespace maskmaker;
 
@@ -76,7 +76,7 @@ TEST(Nms, KeepsBestAndSuppressesOverlaps) {
   EXPECT_FLOAT_EQ(iou(boxes[0], boxes[2]), 0.f);
 }
 
-#include "pipeline/lru_cache.hpp"
+#include "runtime/lru_cache.hpp"
 
 TEST(LruCache, EvictsLeastRecentlyUsedByTotalCost) {
   maskmaker::LruCache<int, std::string> cache(10);

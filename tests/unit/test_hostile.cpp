@@ -8,12 +8,12 @@
 #include <opencv2/imgcodecs.hpp>
 
 #include "maskmaker/maskmaker.hpp"
-#include "server/base64.hpp"
-#include "server/request.hpp"
+#include "service/base64.hpp"
+#include "service/request.hpp"
 #include "test_support.hpp"
 
 using namespace maskmaker;
-using namespace maskmaker::server;
+using namespace maskmaker::service;
 namespace fs = std::filesystem;
 
 namespace {

@@ -1,4 +1,4 @@
-#include "server/keys_pg.hpp"
+#include "service/keys_pg.hpp"
 
 #include <poll.h>
 
@@ -15,7 +15,7 @@
 
 #include "maskmaker/maskmaker.hpp"
 
-namespace maskmaker::server {
+namespace maskmaker::service {
 namespace {
 
 // Thrown inside with_conn when the connection itself failed (as opposed to an SQL error).
@@ -448,4 +448,4 @@ int64_t PgKeyStore::take_rate(int64_t id, double per_minute, double burst) {
   return wait;
 }
 
-}  // namespace maskmaker::server
+}  // namespace maskmaker::service

@@ -1,4 +1,4 @@
-#include "detect/geometry.hpp"
+#include "image/geometry.hpp"
 
 #include <algorithm>
 #include <cmath>

@@ -8,9 +8,9 @@
 #include <nlohmann/json.hpp>
 
 #include "maskmaker/maskmaker.hpp"
-#include "server/url_fetch.hpp"
+#include "service/url_fetch.hpp"
 
-namespace maskmaker::server {
+namespace maskmaker::service {
 
 enum class Endpoint { Compatible, Native };
 
@@ -38,4 +38,4 @@ std::vector<uint8_t> resolve_image_bytes(const std::string& image, const FetchLi
 // Nesting depth of a JSON text (brackets outside strings), to refuse pathological bodies before parsing.
 size_t json_nesting_depth(std::string_view text);
 
-}  // namespace maskmaker::server
+}  // namespace maskmaker::service

@@ -1,8 +1,8 @@
-#include "server/base64.hpp"
+#include "service/base64.hpp"
 
 #include <array>
 
-namespace maskmaker::server {
+namespace maskmaker::service {
 namespace {
 constexpr std::array<int8_t, 256> make_table() {
   std::array<int8_t, 256> t{};
@@ -60,4 +60,4 @@ std::string base64_encode(const uint8_t* data, size_t size) {
   return out;
 }
 
-}  // namespace maskmaker::server
+}  // namespace maskmaker::service

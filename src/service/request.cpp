@@ -1,11 +1,11 @@
-#include "server/request.hpp"
+#include "service/request.hpp"
 
 #include <algorithm>
 #include <cmath>
 
-#include "server/base64.hpp"
+#include "service/base64.hpp"
 
-namespace maskmaker::server {
+namespace maskmaker::service {
 namespace {
 
 using nlohmann::json;
@@ -194,4 +194,4 @@ std::vector<uint8_t> resolve_image_bytes(const std::string& image, const FetchLi
   return std::move(*bytes);
 }
 
-}  // namespace maskmaker::server
+}  // namespace maskmaker::service

@@ -6,7 +6,7 @@
 #include <string>
 #include <vector>
 
-namespace maskmaker::server {
+namespace maskmaker::service {
 
 struct FetchLimits {
   bool allow_private = false;
@@ -29,4 +29,4 @@ std::vector<uint8_t> fetch_url(const std::string& url, const FetchLimits& limits
 // not resolve passes: the fetch reports it.
 void check_url(const std::string& url, const FetchLimits& limits);
 
-}  // namespace maskmaker::server
+}  // namespace maskmaker::service

@@ -1,8 +1,8 @@
-#include "server/keys_db.hpp"
+#include "service/keys_db.hpp"
 
 #include <memory>
 
-#include "server/keys_pg.hpp"
+#include "service/keys_pg.hpp"
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
@@ -10,7 +10,7 @@
 
 #include "maskmaker/maskmaker.hpp"
 
-namespace maskmaker::server {
+namespace maskmaker::service {
 namespace {
 
 std::string hex(const unsigned char* p, size_t n) {
@@ -211,4 +211,4 @@ size_t KeysDb::active_count() {
   return size_t(sqlite3_column_int64(q.s, 0));
 }
 
-}  // namespace maskmaker::server
+}  // namespace maskmaker::service

@@ -12,7 +12,7 @@
 
 struct sqlite3;
 
-namespace maskmaker::server {
+namespace maskmaker::service {
 
 struct KeyRecord {
   int64_t id = 0;
@@ -95,4 +95,4 @@ class KeysDb : public KeyStore {
   std::mutex mutex_;
 };
 
-}  // namespace maskmaker::server
+}  // namespace maskmaker::service

@@ -1,4 +1,4 @@
-#include "server/url_fetch.hpp"
+#include "service/url_fetch.hpp"
 
 #include <arpa/inet.h>
 #include <netdb.h>
@@ -13,7 +13,7 @@
 
 #include "maskmaker/maskmaker.hpp"
 
-namespace maskmaker::server {
+namespace maskmaker::service {
 namespace {
 
 bool in_v4(uint32_t ip, const char* net, int bits) {
@@ -211,4 +211,4 @@ void check_url(const std::string& url, const FetchLimits& limits) {
   }
 }
 
-}  // namespace maskmaker::server
+}  // namespace maskmaker::service

@@ -1,8 +1,8 @@
-#include "server/api.hpp"
+#include "service/api.hpp"
 
-#include "server/base64.hpp"
+#include "service/base64.hpp"
 
-namespace maskmaker::server {
+namespace maskmaker::service {
 namespace {
 
 using nlohmann::json;
@@ -151,4 +151,4 @@ ApiResponse native_response(const DecodedImage& image, const MaskResult& result,
   return out;
 }
 
-}  // namespace maskmaker::server
+}  // namespace maskmaker::service

@@ -5,7 +5,7 @@
 #include <condition_variable>
 #include <mutex>
 
-namespace maskmaker::server {
+namespace maskmaker::service {
 
 class Admission {
  public:
@@ -68,4 +68,4 @@ class AdmissionSlot {
   Admission& a_;
 };
 
-}  // namespace maskmaker::server
+}  // namespace maskmaker::service

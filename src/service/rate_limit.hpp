@@ -7,7 +7,7 @@
 #include <mutex>
 #include <unordered_map>
 
-namespace maskmaker::server {
+namespace maskmaker::service {
 
 class RateLimiter {
  public:
@@ -34,4 +34,4 @@ class RateLimiter {
   std::unordered_map<int64_t, Bucket> buckets_;
 };
 
-}  // namespace maskmaker::server
+}  // namespace maskmaker::service

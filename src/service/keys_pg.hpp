@@ -20,11 +20,11 @@
 #include <string>
 #include <vector>
 
-#include "server/keys_db.hpp"
+#include "service/keys_db.hpp"
 
 typedef struct pg_conn PGconn;
 
-namespace maskmaker::server {
+namespace maskmaker::service {
 
 class PgKeyStore : public KeyStore {
  public:
@@ -74,4 +74,4 @@ class PgKeyStore : public KeyStore {
   std::atomic<bool> migrated_{false};
 };
 
-}  // namespace maskmaker::server
+}  // namespace maskmaker::service

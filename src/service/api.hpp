@@ -8,9 +8,9 @@
 #include <nlohmann/json.hpp>
 
 #include "maskmaker/maskmaker.hpp"
-#include "server/request.hpp"
+#include "service/request.hpp"
 
-namespace maskmaker::server {
+namespace maskmaker::service {
 
 struct ApiResponse {
   std::vector<uint8_t> bytes;
@@ -28,4 +28,4 @@ cv::Mat rle_decode(const nlohmann::json& rle);
 // Phrases are user text: keep header values printable ASCII.
 std::string header_safe(const std::string& text);
 
-}  // namespace maskmaker::server
+}  // namespace maskmaker::service

@@ -1,0 +1,32 @@
+#!/usr/bin/env python3
+"""The layers, lowest first: a file in src/<layer>/ may include headers of its own layer, of layers below it and
+the public headers (include/maskmaker/), never of a layer above. The tools (tools/) use the public headers only.
+Run by ctest (CMakeLists.txt); exits 1 listing every include that goes the wrong way."""
+import pathlib
+import re
+import sys
+
+LAYERS = ["runtime", "image", "text", "detect", "segment", "pipeline", "service", "server"]
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+INCLUDE = re.compile(r'^\s*#\s*include\s+"([a-z_]+)/[^"]+"', re.M)
+
+
+def main() -> int:
+    wrong = []
+    for rank, layer in enumerate(LAYERS):
+        for path in sorted((ROOT / "src" / layer).rglob("*")):
+            if path.suffix not in (".cpp", ".hpp", ".h"):
+                continue
+            for target in INCLUDE.findall(path.read_text(errors="replace")):
+                if target in LAYERS and LAYERS.index(target) > rank:
+                    wrong.append(f"{path.relative_to(ROOT)} includes {target}/ (a layer above {layer}/)")
+    for path in sorted((ROOT / "tools").glob("*.[ch]pp")):
+        for target in INCLUDE.findall(path.read_text(errors="replace")):
+            if target in LAYERS:
+                wrong.append(f"{path.relative_to(ROOT)} includes {target}/ (tools use include/maskmaker/ only)")
+    print("\n".join(wrong) if wrong else f"layering: {len(LAYERS)} layers and tools/ include only what lies below")
+    return 1 if wrong else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
