@@ -48,10 +48,14 @@ class Error : public std::runtime_error {
   ErrorCode code() const { return code_; }
   // The request field the error is about, when there is one ("confidence_thresh").
   const std::string& field() const { return field_; }
+  // Seconds a client should wait before retrying (Retry-After), when the error says so (rate limits).
+  int retry_after() const { return retry_after_; }
+  Error& with_retry_after(int seconds) { retry_after_ = seconds; return *this; }
 
  private:
   ErrorCode code_;
   std::string field_;
+  int retry_after_ = 0;
 };
 
 // ---------------------------------------------------------------- images

@@ -29,6 +29,7 @@
 
 #include "service/admission.hpp"
 #include "service/api.hpp"
+#include "service/mask_service.hpp"
 #include "service/base64.hpp"
 #include "server/http_errors.hpp"
 #include "server/jobs_store.hpp"
@@ -380,38 +381,22 @@ struct Jobs::Impl {
   }
 
   // ---------------------------------------------------------------------------------------------- submit
-  void submit(const httplib::Request& req, httplib::Response& res, const MaskRequest& request,
-              std::vector<uint8_t> image, std::optional<int64_t> key_id, const std::string& json_body,
-              const std::multimap<std::string, httplib::MultipartFormData>& parts) {
-    json stored = {{"prompt", request.prompt},
-                   {"invert_mask", request.params.invert_mask},
-                   {"confidence_thresh", request.params.confidence_thresh},
-                   {"iou_thresh", request.params.iou_thresh},
-                   {"grow_mask", request.params.grow_mask},
-                   {"return_mask", request.return_mask},
-                   {"image", "inline"}};
+  void submit(const httplib::Request& req, httplib::Response& res, MaskRequest request, std::optional<int64_t> key_id) {
+    std::vector<uint8_t> image = std::move(request.upload);
+    request.upload.clear();
     if (image.empty()) {
       if (is_http_url(request.image)) {
-        check_url(request.image, ctx.fetch_limits);  // scheme, syntax, guard: 400 now; the fetch comes later
-        stored["image"] = request.image;
+        check_url(request.image, ctx.masks->config().fetch);  // scheme, syntax, guard: 400 now; the fetch comes later
       } else {
-        image = resolve_image_bytes(request.image, ctx.fetch_limits);  // data URI or base64: 400/413 as /v1
+        image = ctx.masks->resolve_image(request);  // data URI or base64: 400/413 as /v1
+        request.image.clear();
       }
     }
     if (!image.empty()) precheck_image(image, config.max_pixels);
-
-    std::string webhook;
-    if (!parts.empty()) {
-      if (auto it = parts.find("webhook_url"); it != parts.end()) webhook = first_value(it->second.content);
-    } else if (json_body.find("\"webhook_url\"") != std::string::npos) {
-      json body = json::parse(json_body, nullptr, false);
-      if (body.is_object() && body.contains("webhook_url") && !body["webhook_url"].is_null()) {
-        if (!body["webhook_url"].is_string())
-          throw Error(ErrorCode::InvalidArgument, "webhook_url must be a string (an http(s) URL)", "webhook_url");
-        webhook = body["webhook_url"].get<std::string>();
-      }
-    }
-    if (!webhook.empty()) guard_webhook(webhook, config.allow_private_urls);
+    if (!request.webhook_url.empty()) guard_webhook(request.webhook_url, config.allow_private_urls);
+    json stored = to_json(request);  // the job is the request itself; an inline image is kept beside it
+    if (!image.empty()) stored["image"] = "inline";
+    const std::string webhook = request.webhook_url;
 
     JobRow row;
     row.id = random_hex(16);
@@ -458,14 +443,7 @@ struct Jobs::Impl {
     const std::string id = req.matches.size() > 1 ? std::string(req.matches[1]) : std::string();
     try {
       std::optional<int64_t> key_id;
-      if (ctx.keys) {
-        std::string key = req.get_header_value("x-api-key");
-        if (key.empty()) throw Error(ErrorCode::Unauthorized, "missing x-api-key header");
-        auto record = ctx.keys->find_by_key(key);
-        if (!record) throw Error(ErrorCode::Unauthorized, "unknown API key");
-        if (record->disabled) throw Error(ErrorCode::Forbidden, "this API key is disabled");
-        key_id = record->id;
-      }
+      if (auto record = ctx.masks->authenticate(req.get_header_value("x-api-key"))) key_id = record->id;
       const std::string shown = id.size() <= 64 ? id : id.substr(0, 64) + "...";
       auto row = store->get(id, !status_only);
       // Another key's job answers as an unknown one: ids cannot be probed.
@@ -500,14 +478,13 @@ struct Jobs::Impl {
       }
       bool worked = false;
       try {
-        Pipeline* pipeline = ctx.pipeline ? ctx.pipeline() : nullptr;
-        if (pipeline) {
+        if (ctx.masks->ready()) {
           if (auto job = store->claim(owner, unix_now())) {
             queued_gauge->Decrement();
             processing_gauge->Increment();
             const std::string id = job->id;
             try {
-              run(std::move(*job), *pipeline);
+              run(std::move(*job));
             } catch (const std::exception& e) {  // the database failed: do not leave the job PROCESSING for ever
               spdlog::error("job id={}: {}", id, e.what());
               try {
@@ -534,47 +511,40 @@ struct Jobs::Impl {
     return "internal error (request id " + job.id + ")";
   }
 
-  void run(JobRow job, Pipeline& pipeline) {
+  void run(JobRow job) {
     const auto claimed = Clock::now();
     std::string error;
     double fetch_ms = 0, wait_ms = 0, infer_ms = 0, output_ms = 0;
-    ApiResponse answer;
-    MaskResult result;
+    MaskAnswer answer;
+    std::optional<int64_t> remaining;
     try {
-      MaskRequest request = parse_mask_request(std::string_view(job.request), Endpoint::Compatible);
+      MaskRequest request = parse_mask_request(std::string_view(job.request), Endpoint::Jobs);
       request.base64 = false;  // the job's answer carries the image in base64 anyway
-      std::vector<uint8_t> bytes = std::move(job.image);
-      if (bytes.empty()) {
-        auto t = Clock::now();
-        bytes = fetch_url(request.image, ctx.fetch_limits);
-        fetch_ms = ms_since(t);
+      if (!job.image.empty()) {
+        request.upload = std::move(job.image);
+        request.image.clear();
       }
-      // A slot of the server's admission control, only when no synchronous request waits for one.
-      auto t_wait = Clock::now();
-      for (;;) {
-        if (stopping) {  // not started: back in the queue for the next start
-          store->release(job.id, owner);
-          queued_gauge->Increment();
-          spdlog::info("job id={} returned to the queue: the server is stopping", job.id);
-          return;
-        }
-        if (ctx.admission->enter_background(Clock::now() + std::chrono::milliseconds(250))) break;
-      }
-      AdmissionSlot slot(*ctx.admission);
-      wait_ms = ms_since(t_wait);
-      auto t = Clock::now();
-      DecodeLimits limits;
-      limits.max_pixels = config.max_pixels;
-      DecodedImage image = decode_image(bytes, limits);
-      double decode_ms = ms_since(t);
-      result = pipeline.run(image, request.prompt, request.params);
-      result.times.decode_ms = decode_ms;
-      t = Clock::now();
-      answer = compatible_response(image, result, request);
-      output_ms = ms_since(t);
-      infer_ms = result.times.total_ms();
+      std::optional<KeyRecord> key;
+      if (job.key_id) key = KeyRecord{.id = *job.key_id};
+      // A slot of the server's admission control, only when no synchronous request waits for one; a job not
+      // started when the server stops goes back to the queue.
+      AdmitPolicy admit{Clock::time_point::max(), 0, /*background=*/true, [this] { return stopping.load(); }};
+      answer = ctx.masks->run(std::move(request), key, admit);
+      fetch_ms = answer.fetch_ms;
+      wait_ms = answer.wait_ms;
+      infer_ms = answer.infer_ms;
+      output_ms = answer.result.times.output_ms;
+      remaining = answer.remaining_credits;
+    } catch (const NotStarted&) {
+      store->release(job.id, owner);
+      queued_gauge->Increment();
+      spdlog::info("job id={} returned to the queue: the server is stopping", job.id);
+      return;
     } catch (const Error& e) {
-      error = http_status(e.code()) == 500 ? internal_error(job, e.what()) : e.what();
+      if (e.code() == ErrorCode::NoCredits)  // the credit is taken when the job succeeds
+        error = "this API key has no credits left (or was disabled) when the job finished; its result was not kept";
+      else
+        error = http_status(e.code()) == 500 ? internal_error(job, e.what()) : e.what();
     } catch (const std::bad_alloc&) {
       error = "the server ran out of memory for this request";
     } catch (const cv::Exception& e) {
@@ -582,20 +552,10 @@ struct Jobs::Impl {
     } catch (const std::exception& e) {
       error = internal_error(job, e.what());
     }
-
-    if (error.empty() && int64_t(answer.bytes.size()) > config.jobs_max_result_bytes)
-      error = "the result is " + std::to_string(answer.bytes.size()) + " bytes, more than this server keeps (" +
+    const MaskResult& result = answer.result;
+    if (error.empty() && int64_t(answer.body.size()) > config.jobs_max_result_bytes)
+      error = "the result is " + std::to_string(answer.body.size()) + " bytes, more than this server keeps (" +
               std::to_string(config.jobs_max_result_bytes) + " bytes)";
-    // The credit is taken when the job succeeds: a key that ran out meanwhile gets no result.
-    std::optional<int64_t> remaining;
-    if (error.empty() && job.key_id && ctx.keys) {
-      try {
-        if (!ctx.keys->consume(*job.key_id, remaining))
-          error = "this API key has no credits left (or was disabled) when the job finished; its result was not kept";
-      } catch (const std::exception& e) {
-        error = internal_error(job, e.what());
-      }
-    }
 
     const double now = unix_now();
     const double queue_ms = std::max(0.0, (now - job.created_at) * 1000 - ms_since(claimed)) + wait_ms;
@@ -617,8 +577,9 @@ struct Jobs::Impl {
                      {"unmatched", result.unmatched},       {"instances", instances},
                      {"width", result.width},               {"height", result.height},
                      {"infer_time_ms", round1(infer_ms)}};
-      if (job.key_id && ctx.keys) metrics["remaining_credits"] = remaining ? json(*remaining) : json("unlimited");
-      stored = store->complete(job.id, owner, dump(output), answer.bytes, dump(metrics), now);
+      if (job.key_id && !ctx.masks->open_access()) metrics["remaining_credits"] = remaining ? json(*remaining) : json("unlimited");
+      stored = store->complete(job.id, owner, dump(output), std::vector<uint8_t>(answer.body.begin(), answer.body.end()),
+                               dump(metrics), now);
       if (stored) {
         completed->Increment();
         int64_t evicted = store->evict_results_over(config.jobs_max_result_bytes, now);
@@ -637,7 +598,7 @@ struct Jobs::Impl {
     spdlog::info("job id={} key={} status={} attempts={} detections={} queue_ms={:.1f} fetch_ms={:.1f} "
                  "infer_ms={:.1f} total_ms={:.1f} out={}B{}{}",
                  job.id, job.key_id ? std::to_string(*job.key_id) : "-", error.empty() ? "COMPLETED" : "FAILED",
-                 job.attempts, detections, queue_ms, fetch_ms, infer_ms, total_ms, answer.bytes.size(),
+                 job.attempts, detections, queue_ms, fetch_ms, infer_ms, total_ms, answer.body.size(),
                  error.empty() ? "" : " error=", error.empty() ? "" : dump(json(error)));
     if (!job.webhook_url.empty()) schedule_webhook(job.id, 0, Clock::now());
   }
@@ -802,10 +763,8 @@ void Jobs::install(httplib::Server& svr) {
   });
 }
 
-void Jobs::submit(const httplib::Request& req, httplib::Response& res, const MaskRequest& request,
-                  std::vector<uint8_t> image_bytes, std::optional<int64_t> key_id, const std::string& json_body,
-                  const std::multimap<std::string, httplib::MultipartFormData>& parts) {
-  impl_->submit(req, res, request, std::move(image_bytes), key_id, json_body, parts);
+void Jobs::submit(const httplib::Request& req, httplib::Response& res, MaskRequest request, std::optional<int64_t> key_id) {
+  impl_->submit(req, res, std::move(request), key_id);
 }
 
 }  // namespace maskmaker::server

@@ -30,8 +30,7 @@
 namespace prometheus { class Registry; }
 
 namespace maskmaker::service {
-class Admission;
-class KeyStore;
+class MaskService;
 }  // namespace maskmaker::service
 
 namespace maskmaker::server {
@@ -39,11 +38,8 @@ using namespace maskmaker::service;  // the layer below: typed requests, keys, i
 
 // What the jobs use of the server.
 struct JobsContext {
-  Admission* admission = nullptr;
-  KeyStore* keys = nullptr;                // null: open access
+  MaskService* masks = nullptr;  // authorises, runs and charges, as for the synchronous endpoints
   prometheus::Registry* registry = nullptr;
-  std::function<Pipeline*()> pipeline;     // null until the models are loaded
-  FetchLimits fetch_limits;
 };
 
 class Jobs {
@@ -58,9 +54,7 @@ class Jobs {
 
   // Queues a parsed request and answers 200 {request_id, status_url, response_url}. Throws Error for what the
   // synchronous endpoint would refuse (400, 413), and Overloaded (503) when the job queue is full.
-  void submit(const httplib::Request& req, httplib::Response& res, const MaskRequest& request,
-              std::vector<uint8_t> image_bytes, std::optional<int64_t> key_id, const std::string& json_body,
-              const std::multimap<std::string, httplib::MultipartFormData>& parts);
+  void submit(const httplib::Request& req, httplib::Response& res, MaskRequest request, std::optional<int64_t> key_id);
 
   // Where the jobs are kept: --jobs-db; else beside a SQLite --keys-db ("keys.db" -> "keys-jobs.db"); else
   // (no keys, or keys in PostgreSQL) maskmaker-jobs-<port>.db in $TMPDIR (/tmp).

@@ -30,6 +30,7 @@
 #include "server/jobs.hpp"
 #include "service/keys_db.hpp"
 #include "service/rate_limit.hpp"
+#include "service/mask_service.hpp"
 #include "service/request.hpp"
 #include "server/web_assets.hpp"
 
@@ -82,6 +83,20 @@ const char* default_message(int status) {
     case 503: return "service unavailable";
     default: return "request failed";
   }
+}
+
+// A multipart form as the service's codec reads it: text fields by name, and the `image` part when it is a file.
+MaskRequest parse_form(const std::multimap<std::string, httplib::MultipartFormData>& parts, Endpoint endpoint) {
+  std::vector<FormField> fields;
+  std::vector<uint8_t> upload;
+  for (const auto& [name, part] : parts) {
+    if (name == "image" && (!part.filename.empty() || part.content_type.rfind("image/", 0) == 0)) {
+      if (upload.empty()) upload.assign(part.content.begin(), part.content.end());
+      continue;
+    }
+    fields.push_back({name, part.content});
+  }
+  return parse_mask_form(fields, std::move(upload), endpoint);
 }
 
 struct Metrics {
@@ -141,17 +156,20 @@ class Service {
     } else {
       spdlog::warn("no keys database configured: open access, no credits or rate limits (use --keys-db)");
     }
-    fetch_limits_.allow_private = config.allow_private_urls;
-    fetch_limits_.total_timeout_ms = config.fetch_timeout_ms;
-    fetch_limits_.connect_timeout_ms = std::min(config.fetch_timeout_ms, 5000L);
-    fetch_limits_.max_bytes = config.fetch_max_bytes;
+    ServiceConfig service_config;
+    service_config.max_pixels = config.max_pixels;
+    service_config.fetch.allow_private = config.allow_private_urls;
+    service_config.fetch.total_timeout_ms = config.fetch_timeout_ms;
+    service_config.fetch.connect_timeout_ms = std::min(config.fetch_timeout_ms, 5000L);
+    service_config.fetch.max_bytes = config.fetch_max_bytes;
+    service_config.rate_limit_per_minute = config.rate_limit_per_minute;
+    service_config.rate_burst = config.rate_burst;
+    masks_ = std::make_unique<MaskService>(service_config, keys_.get(), admission_,
+                                           [this]() -> Pipeline* { return ready_ ? pipeline_.get() : nullptr; });
     metrics_.ready.Add({}).Set(0);
     JobsContext jobs_context;  // asynchronous jobs (/v2): workers start taking jobs once the models are loaded
-    jobs_context.admission = &admission_;
-    jobs_context.keys = keys_.get();
+    jobs_context.masks = masks_.get();
     jobs_context.registry = &metrics_.registry;
-    jobs_context.pipeline = [this]() -> Pipeline* { return ready_ ? pipeline_.get() : nullptr; };
-    jobs_context.fetch_limits = fetch_limits_;
     jobs_ = std::make_unique<Jobs>(config_, std::move(jobs_context));
   }
 
@@ -329,37 +347,10 @@ class Service {
       spdlog::error("request {}: {}", t_log.id, e.what());
       message = "internal error (request id " + t_log.id + ")";
     }
-    if (e.code() == ErrorCode::NotReady || e.code() == ErrorCode::Overloaded) res.set_header("Retry-After", "2");
+    if (e.retry_after() > 0) res.set_header("Retry-After", std::to_string(e.retry_after()));
+    else if (e.code() == ErrorCode::NotReady || e.code() == ErrorCode::Overloaded) res.set_header("Retry-After", "2");
     t_log.error = message;
     set_json_error(res, status, message);
-  }
-
-  // Checks the key: 401 missing/unknown, 403 disabled or not allowed here, 429 over its rate, 406 no credits.
-  std::optional<KeyRecord> authorise(const httplib::Request& req, httplib::Response& res, const std::string& path) {
-    if (!keys_) return std::nullopt;
-    std::string key = req.get_header_value("x-api-key");
-    if (key.empty()) throw Error(ErrorCode::Unauthorized, "missing x-api-key header");
-    auto record = keys_->find_by_key(key);
-    if (!record) throw Error(ErrorCode::Unauthorized, "unknown API key");
-    t_log.key_id = std::to_string(record->id);
-    if (record->disabled) throw Error(ErrorCode::Forbidden, "this API key is disabled");
-    if (record->endpoints != "*") {
-      std::set<std::string> allowed;
-      std::stringstream ss(record->endpoints);
-      for (std::string p; std::getline(ss, p, ',');) allowed.insert(p);
-      if (!allowed.count(path)) throw Error(ErrorCode::Forbidden, "this API key is not allowed to call " + path);
-    }
-    double rate = record->rate_per_minute ? double(*record->rate_per_minute) : config_.rate_limit_per_minute;
-    // PostgreSQL keeps the buckets in the database (shared by the replicas); SQLite, per process in memory.
-    const double burst = std::max(1.0, config_.rate_burst);
-    if (int64_t wait = keys_->shared_rate_limits() ? keys_->take_rate(record->id, rate, burst)
-                                                   : rate_limiter_.take(record->id, rate, burst)) {
-      res.set_header("Retry-After", std::to_string(wait));
-      throw Error(ErrorCode::RateLimited, "rate limit exceeded for this API key: retry in " + std::to_string(wait) + " s");
-    }
-    if (record->credits && *record->credits <= 0)
-      throw Error(ErrorCode::NoCredits, "this API key has no credits left");
-    return record;
   }
 
   // Reads the request body (decompressed, de-chunked) into `body`, or the parts of a multipart form into `parts`,
@@ -432,88 +423,36 @@ class Service {
                         "application/json");
         return;
       }
-      auto key = authorise(req, res, req.path);
-      MaskRequest request;
-      std::vector<uint8_t> image_bytes;
-      if (is_multipart) {
-        json fields = json::object();
-        for (const auto& [name, part] : parts) {
-          if (name == "image" && (!part.filename.empty() || part.content_type.rfind("image/", 0) == 0)) continue;
-          const std::string& v = part.content;
-          json parsed = json::parse(v, nullptr, false);
-          // Form fields are text: numbers and booleans are read as JSON, anything else stays a string.
-          fields[name] = (!parsed.is_discarded() && (parsed.is_number() || parsed.is_boolean() || parsed.is_array())) ? parsed : json(v);
-        }
-        if (auto image_part = parts.find("image"); image_part != parts.end()) {
-          const auto& part = image_part->second;
-          if (!part.filename.empty() || part.content_type.rfind("image/", 0) == 0) {
-            image_bytes.assign(part.content.begin(), part.content.end());
-            fields["image"] = "uploaded";
-          }
-        }
-        request = parse_mask_request(fields, endpoint);
-      } else {
-        request = parse_mask_request(std::string_view(body), endpoint);
-      }
+      auto key = masks_->authorise(req.get_header_value("x-api-key"), req.path);
+      if (key) t_log.key_id = std::to_string(key->id);
+      const Endpoint parsed_as = async ? Endpoint::Jobs : endpoint;
+      MaskRequest request = is_multipart ? parse_form(parts, parsed_as) : parse_mask_request(std::string_view(body), parsed_as);
       if (async) {
-        jobs_->submit(req, res, request, std::move(image_bytes), key ? std::optional<int64_t>(key->id) : std::nullopt,
-                      body, parts);
+        jobs_->submit(req, res, std::move(request), key ? std::optional<int64_t>(key->id) : std::nullopt);
         return;
       }
-      if (image_bytes.empty()) {
-        auto t = Clock::now();
-        image_bytes = resolve_image_bytes(request.image, fetch_limits_);
-        t_log.fetch_ms = ms_since(t);
-      }
-
-      auto deadline = received + std::chrono::milliseconds(config_.request_timeout_ms);
-      switch (admission_.enter(deadline)) {
-        case Admission::Result::QueueFull:
-          throw Error(ErrorCode::Overloaded, "the server is busy (queue full): retry shortly");
-        case Admission::Result::TimedOut:
-          throw Error(ErrorCode::Timeout, "the request waited longer than " + std::to_string(config_.request_timeout_ms) + " ms for a free worker");
-        case Admission::Result::ShuttingDown:
-          throw Error(ErrorCode::NotReady, "the server is shutting down");
-        case Admission::Result::Admitted: break;
-      }
-      AdmissionSlot slot(admission_);
-      auto t = Clock::now();
-      DecodeLimits limits;
-      limits.max_pixels = config_.max_pixels;
-      DecodedImage image = decode_image(image_bytes, limits);
-      double decode_ms = ms_since(t);
-      MaskResult result = pipeline_->run(image, request.prompt, request.params);
-      result.times.decode_ms = decode_ms;
-      t = Clock::now();
-      ApiResponse answer = endpoint == Endpoint::Compatible ? compatible_response(image, result, request)
-                                                            : native_response(image, result, request);
-      result.times.output_ms = ms_since(t);
-      t_log.times = result.times;
-      t_log.detections = int(std::count_if(result.instances.begin(), result.instances.end(),
-                                           [](const Instance& i) { return !i.negative; }));
-
-      if (key) {
-        std::optional<int64_t> remaining;
-        if (!keys_->consume(key->id, remaining)) throw Error(ErrorCode::NoCredits, "this API key has no credits left");
+      MaskAnswer answer = masks_->run(std::move(request), key,
+                                      AdmitPolicy{received + std::chrono::milliseconds(config_.request_timeout_ms),
+                                                  config_.request_timeout_ms});
+      t_log.times = answer.result.times;
+      t_log.fetch_ms = answer.fetch_ms;
+      t_log.detections = answer.detections;
+      if (answer.charged) {
         res.set_header("x-credits-consumed", "1");
-        res.set_header("x-remaining-credits", remaining ? std::to_string(*remaining) : std::string("unlimited"));
+        res.set_header("x-remaining-credits", answer.remaining_credits ? std::to_string(*answer.remaining_credits)
+                                                                      : std::string("unlimited"));
       }
-      double infer_ms = result.times.total_ms() - result.times.output_ms;
-      res.set_header("X-Detections", std::to_string(t_log.detections));
+      res.set_header("X-Detections", std::to_string(answer.detections));
       char ms[32];
-      std::snprintf(ms, sizeof ms, "%.1f", infer_ms);
+      std::snprintf(ms, sizeof ms, "%.1f", answer.infer_ms);
       res.set_header("X-Inference-Time-Ms", ms);
-      if (!result.unmatched.empty()) {
+      if (!answer.result.unmatched.empty()) {
         std::string list;
-        for (size_t i = 0; i < result.unmatched.size(); ++i) list += (i ? "," : "") + header_safe(result.unmatched[i]);
+        for (size_t i = 0; i < answer.result.unmatched.size(); ++i)
+          list += (i ? "," : "") + header_safe(answer.result.unmatched[i]);
         res.set_header("X-Unmatched-Phrases", list);
       }
-      if (answer.json_body) {
-        (*answer.json_body)["infer_time_ms"] = std::round(infer_ms * 10) / 10;
-        res.set_content(answer.json_body->dump(), "application/json");
-      } else {
-        res.set_content(std::string(answer.bytes.begin(), answer.bytes.end()), answer.content_type);
-      }
+      res.set_content(std::move(answer.body), answer.content_type);
       res.status = 200;
     } catch (const Error& e) {
       fail(res, e);
@@ -528,9 +467,8 @@ class Service {
 
   ServerConfig config_;
   Admission admission_;
-  RateLimiter rate_limiter_;
-  FetchLimits fetch_limits_;
   std::unique_ptr<KeyStore> keys_;
+  std::unique_ptr<MaskService> masks_;
   std::unique_ptr<Pipeline> pipeline_;
   std::atomic<bool> ready_{false}, failed_{false};
   std::string load_error_;

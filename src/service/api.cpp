@@ -7,13 +7,14 @@ namespace {
 
 using nlohmann::json;
 
-size_t positive_count(const MaskResult& r) {
-  return size_t(std::count_if(r.instances.begin(), r.instances.end(), [](const Instance& i) { return !i.negative; }));
-}
 
 std::string png_data_uri(const cv::Mat& m) { return "data:image/png;base64," + base64_encode(encode_png(m)); }
 
 }  // namespace
+
+size_t positive_count(const MaskResult& r) {
+  return size_t(std::count_if(r.instances.begin(), r.instances.end(), [](const Instance& i) { return !i.negative; }));
+}
 
 std::string header_safe(const std::string& text) {
   std::string out;
@@ -89,18 +90,32 @@ cv::Mat rle_decode(const json& rle) {
   return t.t();
 }
 
+RenderedImage render_image(const DecodedImage& image, const MaskResult& result, std::string_view output) {
+  RenderedImage out;
+  if (output == "mask") out.bytes = encode_png(result.mask);
+  else if (output == "cutout") out.bytes = encode_png(cutout(image.bgr, result.mask));
+  else if (image.format == ImageFormat::Jpeg) { out.bytes = encode_jpeg(annotate(image.bgr, result)); out.content_type = "image/jpeg"; }
+  else out.bytes = encode_png(annotate(image.bgr, result));
+  return out;
+}
+
+json instance_json(const Instance& inst, MaskEncoding encoding) {
+  json j = {{"phrase", inst.phrase}, {"label", inst.label}, {"score", inst.score},
+            {"box", {inst.box.x1, inst.box.y1, inst.box.x2, inst.box.y2}}, {"area", inst.area}};
+  if (encoding != MaskEncoding::None && !inst.mask.empty()) j["mask"] = mask_json(inst.mask, encoding);
+  return j;
+}
+
+json mask_json(const cv::Mat& mask, MaskEncoding encoding) {
+  if (encoding == MaskEncoding::Png) return png_data_uri(mask);
+  return rle_encode(mask);
+}
+
 ApiResponse compatible_response(const DecodedImage& image, const MaskResult& result, const MaskRequest& request) {
   ApiResponse out;
-  if (request.return_mask) {
-    out.bytes = encode_png(result.mask);
-    out.content_type = "image/png";
-  } else if (image.format == ImageFormat::Jpeg) {
-    out.bytes = encode_jpeg(annotate(image.bgr, result));
-    out.content_type = "image/jpeg";
-  } else {
-    out.bytes = encode_png(annotate(image.bgr, result));
-    out.content_type = "image/png";
-  }
+  RenderedImage rendered = render_image(image, result, request.return_mask ? "mask" : "annotated");
+  out.bytes = std::move(rendered.bytes);
+  out.content_type = rendered.content_type;
   if (request.base64) {
     json body = {{"image", base64_encode(out.bytes)}, {"status", "Success"}, {"detections", positive_count(result)}};
     if (!result.unmatched.empty()) body["unmatched"] = result.unmatched;
@@ -110,17 +125,11 @@ ApiResponse compatible_response(const DecodedImage& image, const MaskResult& res
 }
 
 ApiResponse native_response(const DecodedImage& image, const MaskResult& result, const MaskRequest& request) {
-  auto encode_mask = [&](const cv::Mat& m) -> json {
-    if (request.mask_encoding == "png") return png_data_uri(m);
-    return rle_encode(m);
-  };
+  const MaskEncoding encoding = request.mask_encoding == "png" ? MaskEncoding::Png : MaskEncoding::Rle;
   json instances = json::array(), negatives = json::array();
-  for (const auto& inst : result.instances) {
-    json j = {{"phrase", inst.phrase}, {"label", inst.label}, {"score", inst.score},
-              {"box", {inst.box.x1, inst.box.y1, inst.box.x2, inst.box.y2}}, {"area", inst.area}};
-    if (request.include_instance_masks) j["mask"] = encode_mask(inst.mask);
-    (inst.negative ? negatives : instances).push_back(std::move(j));
-  }
+  for (const auto& inst : result.instances)
+    (inst.negative ? negatives : instances)
+        .push_back(instance_json(inst, request.include_instance_masks ? encoding : MaskEncoding::None));
   json body = {{"status", "Success"},
                {"width", result.width},
                {"height", result.height},
@@ -129,21 +138,16 @@ ApiResponse native_response(const DecodedImage& image, const MaskResult& result,
                {"detections", positive_count(result)},
                {"instances", instances},
                {"negative_instances", negatives},
-               {"mask", encode_mask(result.mask)},
+               {"mask", mask_json(result.mask, encoding)},
                {"image_cache_hit", result.image_cache_hit},
                {"timings_ms", {{"decode", result.times.decode_ms}, {"detect", result.times.detect_ms},
                                {"encode", result.times.encode_ms}, {"segment", result.times.segment_ms},
                                {"post", result.times.post_ms}}}};
   if (request.output != "none") {
-    std::vector<uint8_t> bytes;
-    std::string type = "image/png";
-    if (request.output == "mask") bytes = encode_png(result.mask);
-    else if (request.output == "cutout") bytes = encode_png(cutout(image.bgr, result.mask));
-    else if (image.format == ImageFormat::Jpeg) { bytes = encode_jpeg(annotate(image.bgr, result)); type = "image/jpeg"; }
-    else bytes = encode_png(annotate(image.bgr, result));
+    RenderedImage rendered = render_image(image, result, request.output);
     body["output"] = request.output;
-    body["image"] = base64_encode(bytes);
-    body["image_content_type"] = type;
+    body["image"] = base64_encode(rendered.bytes);
+    body["image_content_type"] = rendered.content_type;
   }
   ApiResponse out;
   out.json_body = std::move(body);

@@ -18,6 +18,20 @@ struct ApiResponse {
   std::optional<nlohmann::json> json_body;  // set instead of bytes for JSON answers
 };
 
+// The image answer of every front end: output = mask (PNG), cutout (RGBA PNG) or annotated (JPEG for a JPEG
+// input, PNG otherwise).
+struct RenderedImage {
+  std::vector<uint8_t> bytes;
+  std::string content_type = "image/png";
+};
+RenderedImage render_image(const DecodedImage& image, const MaskResult& result, std::string_view output);
+
+// One instance as every JSON answer shows it: phrase, label, score, box, area, and its mask unless None.
+enum class MaskEncoding { Rle, Png, None };
+nlohmann::json instance_json(const Instance& instance, MaskEncoding encoding);
+nlohmann::json mask_json(const cv::Mat& mask, MaskEncoding encoding);
+size_t positive_count(const MaskResult& result);
+
 ApiResponse compatible_response(const DecodedImage& image, const MaskResult& result, const MaskRequest& request);
 ApiResponse native_response(const DecodedImage& image, const MaskResult& result, const MaskRequest& request);
 

@@ -3,82 +3,120 @@
 #include <algorithm>
 #include <cmath>
 
+#include "runtime/utf8.hpp"
 #include "service/base64.hpp"
 
 namespace maskmaker::service {
 namespace {
 
 using nlohmann::json;
-constexpr size_t kMaxDepth = 32;
-// Longest prompt (bytes, also of a native `phrases` list joined): phrases that match nothing come back in the
-// X-Unmatched-Phrases header, and HTTP clients refuse header lines over 64 KiB (Python's http.client).
-constexpr size_t kMaxPromptBytes = 4096;
-constexpr size_t kMaxPhrases = 64;  // also checked by the pipeline; here it comes before the image is fetched
-
-const json* field(const json& body, const char* name) {
-  auto it = body.find(name);
-  if (it == body.end() || it->is_null()) return nullptr;  // null = not given
-  return &*it;
-}
-
-bool get_bool(const json& body, const char* name, bool fallback) {
-  const json* v = field(body, name);
-  if (!v) return fallback;
-  if (!v->is_boolean()) throw Error(ErrorCode::InvalidArgument, std::string(name) + " must be a boolean (true or false)", name);
-  return v->get<bool>();
-}
-
-float get_unit(const json& body, const char* name, float fallback) {
-  const json* v = field(body, name);
-  if (!v) return fallback;
-  if (!v->is_number()) throw Error(ErrorCode::InvalidArgument, std::string(name) + " must be a number between 0 and 1", name);
-  double d = v->get<double>();
-  if (!std::isfinite(d) || d < 0.0 || d > 1.0)
-    throw Error(ErrorCode::InvalidArgument, std::string(name) + " must be a number between 0 and 1", name);
-  return float(d);
-}
-
-int get_int(const json& body, const char* name, int fallback, int lo, int hi) {
-  const json* v = field(body, name);
-  if (!v) return fallback;
-  std::string msg = std::string(name) + " must be an integer between " + std::to_string(lo) + " and " + std::to_string(hi);
-  if (!v->is_number()) throw Error(ErrorCode::InvalidArgument, msg, name);
-  double d = v->get<double>();
-  if (v->is_number_float() && (!std::isfinite(d) || d != std::floor(d))) throw Error(ErrorCode::InvalidArgument, msg, name);
-  if (v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(hi)) throw Error(ErrorCode::InvalidArgument, msg, name);
-  if (d < lo || d > hi) throw Error(ErrorCode::InvalidArgument, msg, name);
-  return int(d);
-}
-
-std::string get_string(const json& body, const char* name, bool required) {
-  const json* v = field(body, name);
-  if (!v) {
-    if (required) throw Error(ErrorCode::InvalidArgument, std::string(name) + " is required", name);
-    return "";
-  }
-  if (!v->is_string()) throw Error(ErrorCode::InvalidArgument, std::string(name) + " must be a string", name);
-  return v->get<std::string>();
-}
-
-std::vector<std::string> get_phrases(const json& body, const char* name) {
-  const json* v = field(body, name);
-  if (!v) return {};
-  if (v->is_string()) return split_prompt(v->get<std::string>());
-  if (!v->is_array()) throw Error(ErrorCode::InvalidArgument, std::string(name) + " must be a string or a list of strings", name);
-  std::vector<std::string> out;
-  for (const auto& item : *v) {
-    if (!item.is_string()) throw Error(ErrorCode::InvalidArgument, std::string(name) + " must be a string or a list of strings", name);
-    for (auto& p : split_prompt(item.get<std::string>())) out.push_back(p);
-  }
-  return out;
-}
 
 std::string lower(std::string s) {
   std::transform(s.begin(), s.end(), s.begin(), ::tolower);
   return s;
 }
 
+// Reads the parameters of one endpoint from a JSON object through the parameter table: the spec gives the type,
+// the range and the words of the error; a parameter the endpoint does not take is ignored, as unknown fields are.
+class Reader {
+ public:
+  Reader(const json& body, Endpoint endpoint) : body_(body), endpoint_(endpoint) {}
+
+  const json* given(std::string_view name) const {
+    const ParamSpec& spec = spec_of(name);
+    if (!(spec.apis & endpoint_api(endpoint_))) return nullptr;
+    auto it = body_.find(name);
+    if (it == body_.end() || it->is_null()) return nullptr;  // null = not given
+    return &*it;
+  }
+  bool boolean(std::string_view name, bool fallback) const {
+    const json* v = given(name);
+    if (!v) return fallback;
+    if (!v->is_boolean()) fail(name);
+    return v->get<bool>();
+  }
+  double number(std::string_view name, double fallback) const {
+    const json* v = given(name);
+    if (!v) return fallback;
+    const ParamSpec& spec = spec_of(name);
+    const double lo = compatible() ? spec.compatible_min : spec.min;
+    if (!v->is_number()) fail(name);
+    if (v->is_number_unsigned() && v->get<uint64_t>() > uint64_t(spec.max)) fail(name);
+    double d = v->get<double>();
+    if (!std::isfinite(d) || d < lo || d > spec.max) fail(name);
+    if (spec.type == ParamType::Integer && d != std::floor(d)) fail(name);
+    return d;
+  }
+  std::string text(std::string_view name) const {
+    const json* v = given(name);
+    if (!v) return "";
+    if (!v->is_string()) fail(name);
+    return checked_utf8(name, v->get<std::string>());
+  }
+  std::string choice(std::string_view name, const std::string& fallback) const {
+    std::string v = lower(text(name));
+    if (v.empty()) return fallback;
+    std::string_view choices = spec_of(name).choices;
+    for (size_t start = 0; start <= choices.size();) {
+      size_t bar = std::min(choices.find('|', start), choices.size());
+      if (choices.substr(start, bar - start) == v) return v;
+      start = bar + 1;
+    }
+    fail(name);
+  }
+  std::vector<std::string> phrases(std::string_view name) const {
+    const json* v = given(name);
+    if (!v) return {};
+    if (v->is_string()) return split_prompt(checked_utf8(name, v->get<std::string>()));
+    if (!v->is_array()) fail(name);
+    std::vector<std::string> out;
+    for (const auto& item : *v) {
+      if (!item.is_string()) fail(name);
+      for (auto& p : split_prompt(checked_utf8(name, item.get<std::string>()))) out.push_back(p);
+    }
+    return out;
+  }
+
+ private:
+  static const ParamSpec& spec_of(std::string_view name) {
+    const ParamSpec* spec = find_param(name);
+    if (!spec) throw Error(ErrorCode::Internal, "parameter " + std::string(name) + " is not in the table");
+    return *spec;
+  }
+  bool compatible() const { return endpoint_ != Endpoint::Native; }
+  [[noreturn]] void fail(std::string_view name) const {
+    throw Error(ErrorCode::InvalidArgument, std::string(name) + " " + param_rule(spec_of(name), compatible()),
+                std::string(name));
+  }
+  static std::string checked_utf8(std::string_view name, std::string value) {
+    if (!valid_utf8(value))
+      throw Error(ErrorCode::InvalidArgument, std::string(name) + " is not valid UTF-8 text", std::string(name));
+    return value;
+  }
+
+  const json& body_;
+  Endpoint endpoint_;
+};
+
+void check_phrase_limits(const std::vector<std::string>& phrases, size_t bytes, const char* name) {
+  if (bytes > kMaxPromptBytes)
+    throw Error(ErrorCode::InvalidArgument, std::string(name) + " is " + std::to_string(bytes) + " bytes long; at most " +
+                                                std::to_string(kMaxPromptBytes) + " are allowed", name);
+  if (phrases.size() > kMaxPhrases)
+    throw Error(ErrorCode::InvalidArgument, std::string(name) + " has " + std::to_string(phrases.size()) +
+                                                " phrases; at most " + std::to_string(kMaxPhrases) + " are allowed", name);
+}
+
 }  // namespace
+
+unsigned endpoint_api(Endpoint endpoint) {
+  switch (endpoint) {
+    case Endpoint::Compatible: return kApiCompatible;
+    case Endpoint::Native: return kApiNative;
+    case Endpoint::Jobs: return kApiJobs;
+  }
+  return 0;
+}
 
 size_t json_nesting_depth(std::string_view text) {
   size_t depth = 0, max_depth = 0;
@@ -99,8 +137,8 @@ size_t json_nesting_depth(std::string_view text) {
 
 MaskRequest parse_mask_request(std::string_view body, Endpoint endpoint) {
   if (body.empty()) throw Error(ErrorCode::InvalidArgument, "request body is empty: send a JSON object");
-  if (json_nesting_depth(body) > kMaxDepth)
-    throw Error(ErrorCode::InvalidArgument, "request body is nested deeper than " + std::to_string(kMaxDepth) + " levels");
+  if (json_nesting_depth(body) > kMaxJsonDepth)
+    throw Error(ErrorCode::InvalidArgument, "request body is nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
   json parsed = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
   if (parsed.is_discarded()) throw Error(ErrorCode::InvalidArgument, "request body is not valid JSON");
   return parse_mask_request(parsed, endpoint);
@@ -108,62 +146,86 @@ MaskRequest parse_mask_request(std::string_view body, Endpoint endpoint) {
 
 MaskRequest parse_mask_request(const json& body, Endpoint endpoint) {
   if (!body.is_object()) throw Error(ErrorCode::InvalidArgument, "request body must be a JSON object");
+  const Reader in(body, endpoint);
   MaskRequest r;
-  const bool native = endpoint == Endpoint::Native;
-  if (native && field(body, "phrases")) {
-    auto phrases = get_phrases(body, "phrases");
+  r.endpoint = endpoint;
+  if (in.given("phrases")) {
+    auto phrases = in.phrases("phrases");
     for (size_t i = 0; i < phrases.size(); ++i) r.prompt += (i ? ", " : "") + phrases[i];
     if (r.prompt.empty()) throw Error(ErrorCode::InvalidArgument, "phrases must name at least one thing to find", "phrases");
+    check_phrase_limits(split_prompt(r.prompt), r.prompt.size(), "phrases");
   } else {
-    r.prompt = get_string(body, "prompt", true);
+    if (!in.given("prompt")) throw Error(ErrorCode::InvalidArgument, "prompt is required", "prompt");
+    r.prompt = in.text("prompt");
     if (split_prompt(r.prompt).empty())
       throw Error(ErrorCode::InvalidArgument, "prompt is empty: give one or more phrases separated by commas", "prompt");
+    check_phrase_limits(split_prompt(r.prompt), r.prompt.size(), "prompt");
   }
-  if (r.prompt.size() > kMaxPromptBytes) {
-    const char* name = native && field(body, "phrases") ? "phrases" : "prompt";
-    throw Error(ErrorCode::InvalidArgument, std::string(name) + " is " + std::to_string(r.prompt.size()) +
-                                                " bytes long; at most " + std::to_string(kMaxPromptBytes) + " are allowed",
-                name);
-  }
-  if (size_t n = split_prompt(r.prompt).size(); n > kMaxPhrases) {
-    const char* name = native && field(body, "phrases") ? "phrases" : "prompt";
-    throw Error(ErrorCode::InvalidArgument, std::string(name) + " has " + std::to_string(n) + " phrases; at most " +
-                                                std::to_string(kMaxPhrases) + " are allowed", name);
-  }
-  r.image = get_string(body, "image", true);
+  if (!in.given("image")) throw Error(ErrorCode::InvalidArgument, "image is required", "image");
+  r.image = in.text("image");
   if (r.image.empty()) throw Error(ErrorCode::InvalidArgument, "image is empty: give an http(s) URL, a data URI or base64", "image");
-  r.params.invert_mask = get_bool(body, "invert_mask", false);
-  r.params.confidence_thresh = get_unit(body, "confidence_thresh", 0.5f);
-  r.params.iou_thresh = get_unit(body, "iou_thresh", 0.2f);
-  r.params.grow_mask = get_int(body, "grow_mask", 10, native ? -100 : 0, 100);
-  r.return_mask = get_bool(body, "return_mask", false);
-  r.base64 = get_bool(body, "base64", false);
-  if (native) {
-    r.params.negative_phrases = get_phrases(body, "negative_prompt");
-    // The same limits as the prompt's: each negative phrase is one more detector query.
-    size_t negative_bytes = 0;
-    for (const auto& p : r.params.negative_phrases) negative_bytes += p.size() + 2;
-    if (r.params.negative_phrases.size() > kMaxPhrases)
-      throw Error(ErrorCode::InvalidArgument, "negative_prompt has " + std::to_string(r.params.negative_phrases.size()) +
-                                                  " phrases; at most " + std::to_string(kMaxPhrases) + " are allowed",
-                  "negative_prompt");
-    if (negative_bytes > kMaxPromptBytes + 2)
-      throw Error(ErrorCode::InvalidArgument, "negative_prompt is " + std::to_string(negative_bytes - 2) +
-                                                  " bytes long; at most " + std::to_string(kMaxPromptBytes) + " are allowed",
-                  "negative_prompt");
-    r.params.feather = get_int(body, "feather", 0, 0, 100);
-    r.params.max_detections = get_int(body, "max_detections", 100, 0, 1000);
-    r.output = lower(get_string(body, "output", false));
-    if (r.output.empty()) r.output = "mask";
-    if (r.output != "mask" && r.output != "annotated" && r.output != "cutout" && r.output != "none")
-      throw Error(ErrorCode::InvalidArgument, "output must be one of mask, annotated, cutout, none", "output");
-    r.mask_encoding = lower(get_string(body, "mask_format", false));
-    if (r.mask_encoding.empty()) r.mask_encoding = "rle";
-    if (r.mask_encoding != "rle" && r.mask_encoding != "png")
-      throw Error(ErrorCode::InvalidArgument, "mask_format must be rle or png", "mask_format");
-    r.include_instance_masks = get_bool(body, "instance_masks", true);
+  MaskParams& p = r.params;
+  p.invert_mask = in.boolean("invert_mask", p.invert_mask);
+  p.confidence_thresh = float(in.number("confidence_thresh", p.confidence_thresh));
+  p.iou_thresh = float(in.number("iou_thresh", p.iou_thresh));
+  p.grow_mask = int(in.number("grow_mask", p.grow_mask));
+  r.return_mask = in.boolean("return_mask", r.return_mask);
+  r.base64 = in.boolean("base64", r.base64);
+  p.negative_phrases = in.phrases("negative_prompt");
+  size_t negative_bytes = 0;  // joined with ", " as a prompt would be
+  for (const auto& phrase : p.negative_phrases) negative_bytes += phrase.size() + 2;
+  check_phrase_limits(p.negative_phrases, negative_bytes ? negative_bytes - 2 : 0, "negative_prompt");
+  p.feather = int(in.number("feather", p.feather));
+  p.max_detections = int(in.number("max_detections", p.max_detections));
+  r.output = in.choice("output", r.output);
+  r.mask_encoding = in.choice("mask_format", r.mask_encoding);
+  r.include_instance_masks = in.boolean("instance_masks", r.include_instance_masks);
+  if (in.given("webhook_url")) {
+    if (!in.given("webhook_url")->is_string())
+      throw Error(ErrorCode::InvalidArgument, "webhook_url must be a string (an http(s) URL)", "webhook_url");
+    r.webhook_url = in.text("webhook_url");
   }
   return r;
+}
+
+MaskRequest parse_mask_form(const std::vector<FormField>& fields, std::vector<uint8_t> upload, Endpoint endpoint) {
+  // Each field's text becomes the JSON value its parameter's type reads; then the JSON path checks it.
+  json body = json::object();
+  for (const FormField& f : fields) {
+    const ParamSpec* spec = find_param(f.name);
+    if (!spec || !(spec->apis & endpoint_api(endpoint)) || body.contains(f.name)) continue;  // first value wins
+    json value = f.value;
+    const bool scalar = spec->type == ParamType::Boolean || spec->type == ParamType::Number ||
+                        spec->type == ParamType::Integer;
+    const bool list = spec->type == ParamType::Phrases && !f.value.empty() && f.value.front() == '[';
+    if (list && json_nesting_depth(f.value) > 1)
+      throw Error(ErrorCode::InvalidArgument, f.name + " " + param_rule(*spec), f.name);
+    if (scalar || list) {
+      json parsed = json::parse(f.value, nullptr, /*allow_exceptions=*/false);
+      if (!parsed.is_discarded() && (scalar ? parsed.is_primitive() : parsed.is_array())) value = std::move(parsed);
+    }
+    body[f.name] = std::move(value);
+  }
+  if (!upload.empty()) body["image"] = "uploaded";
+  MaskRequest r = parse_mask_request(body, endpoint);
+  if (!upload.empty()) {
+    r.image.clear();
+    r.upload = std::move(upload);
+  }
+  return r;
+}
+
+json to_json(const MaskRequest& r) {
+  const MaskParams& p = r.params;
+  json j = {{"prompt", r.prompt}, {"image", r.image}, {"invert_mask", p.invert_mask},
+            {"confidence_thresh", p.confidence_thresh}, {"iou_thresh", p.iou_thresh}, {"grow_mask", p.grow_mask},
+            {"return_mask", r.return_mask}, {"base64", r.base64}};
+  if (r.endpoint == Endpoint::Native) {
+    j.update({{"negative_prompt", p.negative_phrases}, {"feather", p.feather}, {"max_detections", p.max_detections},
+              {"output", r.output}, {"mask_format", r.mask_encoding}, {"instance_masks", r.include_instance_masks}});
+  }
+  if (!r.webhook_url.empty()) j["webhook_url"] = r.webhook_url;
+  return j;
 }
 
 std::vector<uint8_t> resolve_image_bytes(const std::string& image, const FetchLimits& limits) {

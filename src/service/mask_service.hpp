@@ -1,0 +1,95 @@
+// The one way through: every front end (the synchronous HTTP endpoints, the /v2 job worker, `maskmaker run`)
+// hands a parsed MaskRequest to MaskService, which resolves the image, waits for an inference slot, decodes,
+// runs the pipeline, renders the answer and charges the key, in that order, once. Transport-free: no HTTP here;
+// errors are maskmaker::Error, which the front ends map (HTTP statuses: src/server/http_errors.cpp).
+#pragma once
+
+#include <atomic>
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "maskmaker/maskmaker.hpp"
+#include "service/admission.hpp"
+#include "service/api.hpp"
+#include "service/keys_db.hpp"
+#include "service/rate_limit.hpp"
+#include "service/request.hpp"
+#include "service/url_fetch.hpp"
+
+namespace maskmaker::service {
+
+struct ServiceConfig {
+  int64_t max_pixels = 50'000'000;
+  FetchLimits fetch;
+  double rate_limit_per_minute = 0;  // default per-key rate (0 = unlimited); a key's own rate overrides it
+  double rate_burst = 10;
+};
+
+// How a run gets its inference slot.
+struct AdmitPolicy {
+  std::chrono::steady_clock::time_point deadline;  // foreground: wait at most until then (504 after)
+  long timeout_ms = 0;                              // the deadline as a duration, for the 504's message
+  // Background work (jobs): a slot only when no foreground request waits; `give_up` is polled while waiting and,
+  // once true, the run ends with NotStarted.
+  bool background = false;
+  std::function<bool()> give_up;
+};
+// Thrown by a background run that gave up before it started: nothing was done, nothing charged.
+struct NotStarted {};
+
+enum class Charge { OnSuccess, None };
+
+// What a run produced: the serialised answer, and what the front ends report about it.
+struct MaskAnswer {
+  std::string body;  // the bytes to send (an image, or JSON)
+  std::string content_type;
+  MaskResult result;  // instances, phrases, unmatched, size, stage times (decode and output included)
+  int detections = 0;  // positive instances
+  double infer_ms = 0;  // decode + pipeline (what X-Inference-Time-Ms reports)
+  double fetch_ms = 0, wait_ms = 0;
+  bool charged = false;
+  std::optional<int64_t> remaining_credits;  // after the charge; nullopt = unlimited
+};
+
+class MaskService {
+ public:
+  // `pipeline` answers the loaded pipeline, or nullptr while the models load (runs then fail with NotReady).
+  MaskService(ServiceConfig config, KeyStore* keys, Admission& admission, std::function<Pipeline*()> pipeline);
+
+  bool open_access() const { return keys_ == nullptr; }
+  bool ready() const { return pipeline_() != nullptr; }
+  KeyStore* keys() const { return keys_; }
+  Admission& admission() const { return admission_; }
+  const ServiceConfig& config() const { return config_; }
+
+  // The caller's key for reading (job status): 401 missing/unknown, 403 disabled. nullopt on an open server.
+  std::optional<KeyRecord> authenticate(const std::string& api_key) const;
+  // The caller's key for a run on `endpoint` (its path): authenticate, then 403 not allowed there, 429 over its
+  // rate (Error::retry_after set), 406 no credits.
+  std::optional<KeyRecord> authorise(const std::string& api_key, const std::string& endpoint);
+
+  // The image's bytes: the upload, or the URL fetched / the data URI or base64 decoded.
+  std::vector<uint8_t> resolve_image(const MaskRequest& request, double* fetch_ms = nullptr) const;
+
+  // resolve → admit → decode → run → render → charge. Throws Error (or NotStarted, see AdmitPolicy).
+  MaskAnswer run(MaskRequest request, const std::optional<KeyRecord>& key, const AdmitPolicy& admit,
+                 Charge charge = Charge::OnSuccess);
+
+ private:
+  void admit(const AdmitPolicy& policy);
+
+  ServiceConfig config_;
+  KeyStore* keys_;
+  Admission& admission_;
+  std::function<Pipeline*()> pipeline_;
+  RateLimiter rate_limiter_;
+};
+
+// A pipeline run alone (decode, run, render; no keys, no slots): what `maskmaker run` does for each file.
+MaskAnswer run_local(Pipeline& pipeline, const MaskRequest& request, const DecodedImage& image);
+
+}  // namespace maskmaker::service
