@@ -1,7 +1,8 @@
 """deploy/helm/maskmaker linted and rendered by the real helm (scripts/setup.sh builds the pinned version into
 .cache/bin; $MASKMAKER_HELM overrides), with the default values and with deploy/helm/values-production.example.yaml,
 and the rendered objects checked: kinds, probes, ports, environment, the Secret reference, resources,
-securityContext, PDB, HPA, topology spread; values.yaml documents every value the templates use.
+securityContext, PDB, HPA, topology spread; values.yaml documents every value the templates use, and
+values.schema.json covers them all and rejects bad ones.
 """
 from __future__ import annotations
 
@@ -300,6 +301,27 @@ def test_extra_env_annotations_and_pull_secrets():
     assert tmpl["metadata"]["annotations"]["example.com/team"] == "imaging"
     assert tmpl["metadata"]["annotations"]["prometheus.io/path"] == "/metrics"
     assert tmpl["spec"]["imagePullSecrets"] == [{"name": "regcred"}]
+
+
+@pytest.mark.parametrize("values,error", [
+    ({"autoscalling": {"enabled": False}}, "additional properties 'autoscalling' not allowed"),
+    ({"config": {"device": "gpu"}}, "at '/config/device': value must be one of 'cpu', 'cuda'"),
+    ({"config": {"threads": "two"}}, "at '/config/threads'"),
+    ({"database": {"url": "mysql://u:p@db/x"}}, "at '/database/url'"),
+    ({"podDisruptionBudget": {"minAvailable": "half"}}, "at '/podDisruptionBudget/minAvailable'"),
+    ({"topologySpreadConstraints": [{"maxSkew": 1}]}, "missing property 'topologyKey'"),
+], ids=["typo", "device", "threads", "url", "pdb", "spread"])
+def test_schema_rejects_bad_values(values, error):
+    r = run_helm("template", "test", str(CHART), "-f", "/dev/stdin", stdin=json.dumps(values))
+    assert r.returncode != 0 and "values don't meet the specifications of the schema" in r.stderr, r.stderr
+    assert error in r.stderr, r.stderr
+
+
+def test_schema_covers_every_value():
+    schema = json.loads((CHART / "values.schema.json").read_text())
+    assert schema["additionalProperties"] is False
+    top = {k for k, _ in value_keys() if "." not in k}
+    assert set(schema["properties"]) == top | {"global"}
 
 
 # Values whose children are Kubernetes fields passed through (toYaml) or named after one: documented as a whole.
