@@ -54,8 +54,8 @@ if [ "${MASKMAKER_SETUP_HELM:-1}" != 0 ] &&
    [ "$(.cache/bin/helm version --template '{{.Version}}' 2>/dev/null || true)" != "$HELM_VERSION" ]; then
   GO=$(command -v go || echo /usr/local/go/bin/go)
   if [ ! -x "$GO" ]; then
-    echo "setup: helm $HELM_VERSION is built with Go (1.24 or later), which is not installed: put it in" \
-         "/usr/local/go (https://go.dev/dl/) or on PATH, or set MASKMAKER_SETUP_HELM=0 to skip it" >&2
+    echo "setup: helm $HELM_VERSION is built with Go (1.26 or later, as helm's go.mod asks), which is not" \
+         "installed: put it in /usr/local/go (https://go.dev/dl/) or on PATH, or set MASKMAKER_SETUP_HELM=0" >&2
     exit 1
   fi
   echo "setup: building helm $HELM_VERSION with $("$GO" version)"
