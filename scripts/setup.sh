@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs everything maskmaker needs on Debian 12 and builds it. Idempotent: re-running only does what is missing.
 #   scripts/setup.sh            apt packages (as root or with sudo), npm ci --ignore-scripts, the int8 segmenter
-#                               (scripts/make_int8_models.py, pinned PyPI packages), CMake build in build/
+#                               (scripts/make_int8_models.py, pinned PyPI packages), helm (Go module proxy,
+#                               into .cache/bin), CMake build in build/
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -42,6 +43,27 @@ if ! python3 scripts/make_int8_models.py --check >/dev/null; then
   [ -x .cache/convert-venv/bin/python ] || python3 -m venv .cache/convert-venv
   .cache/convert-venv/bin/pip install -q --disable-pip-version-check -r scripts/requirements-convert.txt
   .cache/convert-venv/bin/python scripts/make_int8_models.py  # fails when an output differs from its pin
+fi
+
+# helm, for tests/scaleout's `helm lint` / `helm template` of deploy/helm: built from the Go module proxy at a
+# pinned version into .cache/bin (Go's caches in .cache/go), stamped with that version as release builds are;
+# skipped when that version is there already.
+# MASKMAKER_SETUP_HELM=0 skips it (deploy/Dockerfile's build stage, which has no Go and runs no tests).
+HELM_VERSION=v3.22.0
+if [ "${MASKMAKER_SETUP_HELM:-1}" != 0 ] &&
+   [ "$(.cache/bin/helm version --template '{{.Version}}' 2>/dev/null || true)" != "$HELM_VERSION" ]; then
+  GO=$(command -v go || echo /usr/local/go/bin/go)
+  if [ ! -x "$GO" ]; then
+    echo "setup: helm $HELM_VERSION is built with Go (1.26 or later, as helm's go.mod asks), which is not" \
+         "installed: put it in /usr/local/go (https://go.dev/dl/) or on PATH, or set MASKMAKER_SETUP_HELM=0" >&2
+    exit 1
+  fi
+  echo "setup: building helm $HELM_VERSION with $("$GO" version)"
+  GOBIN="$PWD/.cache/bin" GOPATH="$PWD/.cache/go" GOMODCACHE="$PWD/.cache/go/mod" GOCACHE="$PWD/.cache/go/build" \
+    GOTOOLCHAIN=local GOFLAGS=-modcacherw "$GO" install \
+    -ldflags "-X helm.sh/helm/v3/internal/version.version=$HELM_VERSION" "helm.sh/helm/v3/cmd/helm@$HELM_VERSION"
+  got=$(.cache/bin/helm version --template '{{.Version}}')
+  [ "$got" = "$HELM_VERSION" ] || { echo "setup: .cache/bin/helm reports $got, not $HELM_VERSION" >&2; exit 1; }
 fi
 
 BUILD_DIR=${MASKMAKER_BUILD_DIR:-build}
