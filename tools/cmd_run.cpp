@@ -13,6 +13,7 @@
 
 #include "commands.hpp"
 #include "server/api.hpp"
+#include "server/crop_params.hpp"
 
 namespace fs = std::filesystem;
 
@@ -65,6 +66,39 @@ nlohmann::json instances_json(const MaskResult& r) {
   return list;
 }
 
+void write_bytes(const fs::path& path, const std::vector<uint8_t>& bytes) {
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+}
+
+void add_crop_options(CLI::App& run, bool& crop, CropParams& p) {
+  auto* flag = run.add_flag("--crop", crop,
+                            "Also write <name>.crop.png and <name>.crop-mask.png: a crop around the mask for an "
+                            "inpainting model (docs/inpainting.md); the box goes into --json");
+  run.add_option("--crop-padding", p.padding, "Context around the mask's box, px")->capture_default_str()->needs(flag);
+  run.add_option("--crop-padding-fraction", p.padding_fraction, "More context: this fraction of the box's side")
+      ->needs(flag);
+  run.add_option("--crop-multiple-of", p.multiple_of, "The crop's sides are multiples of this")
+      ->capture_default_str()->needs(flag);
+  run.add_option("--crop-target-size", p.target_size, "Resize the crop so that its longer side is this (0: no resize)")
+      ->needs(flag);
+  run.add_option("--crop-min-size", p.min_size, "Each side of the crop box at least this, px")->needs(flag);
+  run.add_option("--crop-aspect-ratio", p.aspect_ratio, "Width / height of the crop (0: the box's own)")->needs(flag);
+}
+
+// The crop's files and its part of --json ({"crop": ...} or {"crop": null, "crop_reason": ...}).
+nlohmann::json write_crop(bool wanted, const CropParams& params, const cv::Mat& bgr, const cv::Mat& mask,
+                          const fs::path& stem) {
+  if (!wanted) return nullptr;
+  std::optional<InpaintCrop> crop = crop_for_inpainting(bgr, mask, params);
+  if (!crop) return {{"crop", nullptr}, {"crop_reason", "the mask is empty: nothing to crop"}};
+  nlohmann::json j = server::crop_geometry_json(crop->geometry);
+  j["image"] = stem.string() + ".crop.png";
+  j["mask"] = stem.string() + ".crop-mask.png";
+  write_bytes(j["image"].get<std::string>(), encode_png(crop->image));
+  write_bytes(j["mask"].get<std::string>(), encode_png(crop->mask));
+  return {{"crop", j}};
+}
+
 void progress(size_t done, size_t total, const std::string& name, size_t failed) {
   const int width = 30;
   int filled = total ? int(width * done / total) : width;
@@ -86,6 +120,8 @@ void register_run(CLI::App& root, CommonOptions& common) {
     bool json = false;
     bool quiet = false;
     MaskParams params;
+    bool crop = false;
+    CropParams crop_params;
   };
   auto opts = std::make_shared<RunOptions>();
   CLI::App* run = root.add_subcommand("run", "Mask images, folders or globs and write the results to --out");
@@ -101,10 +137,12 @@ void register_run(CLI::App& root, CommonOptions& common) {
                 "Also write <name>.json with every instance (phrase, score, box, area, COCO RLE mask) and the "
                 "union mask (RLE)");
   run->add_flag("--quiet,-q", opts->quiet, "No progress bar");
+  add_crop_options(*run, opts->crop, opts->crop_params);
   add_common_options(*run, common);
   add_mask_options(*run, opts->params);
   run->callback([opts, &common] {
     validate(opts->params);
+    if (opts->crop) validate(opts->crop_params);
     std::transform(opts->output.begin(), opts->output.end(), opts->output.begin(), ::tolower);
     if (opts->return_mask && !opts->output.empty() && opts->output != "mask")
       throw Error(ErrorCode::InvalidArgument, "--return-mask contradicts --output " + opts->output);
@@ -134,10 +172,12 @@ void register_run(CLI::App& root, CommonOptions& common) {
         else { bytes = encode_png(annotate(image.bgr, r)); ext = ".png"; }
         fs::path target = fs::path(opts->out) / (stem + ext);
         std::ofstream(target, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+        nlohmann::json crop_j = write_crop(opts->crop, opts->crop_params, image.bgr, r.mask, fs::path(opts->out) / stem);
         if (opts->json) {
           nlohmann::json j = {{"file", file.string()}, {"output", target.string()}, {"width", r.width},
                               {"height", r.height}, {"phrases", r.phrases}, {"unmatched", r.unmatched},
                               {"instances", instances_json(r)}, {"mask", server::rle_encode(r.mask)}};
+          if (opts->crop) j.update(crop_j);
           std::ofstream(fs::path(opts->out) / (stem + ".json")) << j.dump(2) << "\n";
         }
         double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();

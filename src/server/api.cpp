@@ -1,6 +1,7 @@
 #include "server/api.hpp"
 
 #include "server/base64.hpp"
+#include "server/crop_params.hpp"
 
 namespace maskmaker::server {
 namespace {
@@ -145,6 +146,7 @@ ApiResponse native_response(const DecodedImage& image, const MaskResult& result,
     body["image"] = base64_encode(bytes);
     body["image_content_type"] = type;
   }
+  add_crop_response(body, image.bgr, result.mask, request.crop);
   ApiResponse out;
   out.json_body = std::move(body);
   out.content_type = "application/json";

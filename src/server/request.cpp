@@ -4,6 +4,7 @@
 #include <cmath>
 
 #include "server/base64.hpp"
+#include "server/crop_params.hpp"
 
 namespace maskmaker::server {
 namespace {
@@ -162,6 +163,7 @@ MaskRequest parse_mask_request(const json& body, Endpoint endpoint) {
     if (r.mask_encoding != "rle" && r.mask_encoding != "png")
       throw Error(ErrorCode::InvalidArgument, "mask_format must be rle or png", "mask_format");
     r.include_instance_masks = get_bool(body, "instance_masks", true);
+    r.crop = parse_crop_params(body);
   }
   return r;
 }

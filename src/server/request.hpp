@@ -1,6 +1,7 @@
 // Parsing and validation of the JSON request body, and of the `image` field's three forms.
 #pragma once
 
+#include <optional>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -24,6 +25,7 @@ struct MaskRequest {
   std::string output = "mask";        // mask | annotated | cutout | none
   std::string mask_encoding = "rle";  // rle | png: per-instance masks
   bool include_instance_masks = true;
+  std::optional<CropParams> crop;     // crop for inpainting (server/crop_params.hpp)
 };
 
 // Parses a JSON body (any object; unknown fields ignored). Throws Error(InvalidArgument) naming the field.
