@@ -9,6 +9,8 @@
 namespace maskmaker {
 namespace {
 
+constexpr double kMaxSide = double(1 << 30);
+
 // The smallest multiple of m that is at least v (and at least m). The epsilon absorbs float noise in v = k * m.
 int ceil_multiple(double v, int m) { return std::max(m, int(std::ceil(v / m - 1e-9)) * m); }
 
@@ -60,6 +62,11 @@ CropGeometry crop_geometry(const cv::Rect& mask_box, cv::Size image, const CropP
   }
   w = std::ceil(w - 1e-9);
   h = std::ceil(h - 1e-9);
+  // Only a very wide or tall image with extreme padding_fraction and aspect_ratio gets here; keep ints valid.
+  if (w > kMaxSide || h > kMaxSide)
+    throw Error(ErrorCode::InvalidArgument,
+                "crop would be more than 2^30 pixels on a side; lower crop.padding_fraction, crop.min_size or "
+                "crop.aspect_ratio", "crop");
 
   CropGeometry g;
   g.mask_box = mask_box;

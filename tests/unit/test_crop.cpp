@@ -121,6 +121,11 @@ TEST(CropGeometry, RefusesAHugeCropWithoutTargetSize) {
     EXPECT_STREQ(e.what(), "crop would be 8192 x 8192 pixels, more than the image; set crop.target_size or lower "
                            "crop.min_size or crop.aspect_ratio");
   }
+  // A 50-megapixel line with the most padding and the narrowest aspect: refused, not an int overflow.
+  CropParams extreme = params(4096, 8, 4096);
+  extreme.padding_fraction = 2;
+  extreme.aspect_ratio = 0.1;
+  EXPECT_THROW(crop_geometry({0, 0, 50'000'000, 1}, {50'000'000, 1}, extreme), Error);
   p.target_size = 1024;  // with a target size the crop image is bounded by it
   CropGeometry g = crop_geometry({1, 1, 2, 2}, {640, 480}, p);
   EXPECT_EQ(g.size, cv::Size(1024, 1024));
