@@ -228,3 +228,24 @@ def test_the_compatible_endpoint_ignores_crop(srv):
     r = srv.post({"prompt": "dog", "image": ns.b64(tiny), "return_mask": True, "crop": {"multiple_of": 0}},
                  path=ns.COMPAT)
     assert r.status_code == 200 and r.headers["Content-Type"] == "image/png"
+
+
+def test_stitch_refuses_what_it_cannot_paste():
+    from maskmaker_client.client import Crop, MasksResult
+
+    mask = np.zeros((8, 8), np.uint8)
+    mask[2:6, 2:6] = 255
+    crop = Crop(box=(4, 4, 12, 12), mask_box=(6, 6, 10, 10), size=(8, 8), scale=(1.0, 1.0),
+                image=ns.Image.new("RGB", (8, 8)), mask=mask)
+    original = np.full((16, 16, 3), 7, np.uint8)
+    out = np.asarray(stitch(original, crop, np.full((32, 32, 3), 200, np.uint8)))  # any size: resized to the box
+    assert (out[6:10, 6:10] == 200).all() and (out[:4] == 7).all() and (out[:, :4] == 7).all()
+    assert (out[4:6, 4:12] == 7).all(), "outside the mask, inside the box: unchanged without feather"
+    empty = MasksResult(width=16, height=16, phrases=["dog"], unmatched=[], instances=[], negative_instances=[],
+                        mask=np.zeros((16, 16), np.uint8), crop=None, crop_reason="the mask is empty: nothing to crop")
+    with pytest.raises(ValueError, match="the mask is empty"):
+        stitch(original, empty, original)
+    with pytest.raises(ValueError, match="feather must be between 0 and 256"):
+        stitch(original, crop, original, feather=300)
+    with pytest.raises(ValueError, match="does not fit"):
+        stitch(np.zeros((10, 10, 3), np.uint8), crop, original)
