@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Union
 
 import numpy as np
-from PIL import Image, ImageFilter
+from PIL import Image
 
 from .client import Crop, MasksResult
 
@@ -34,17 +34,30 @@ def _rgb(image: Any) -> Image.Image:
     raise TypeError(f"cannot read an image of type {type(image).__name__}")
 
 
+def _max3x3(a: np.ndarray) -> np.ndarray:
+    """3 x 3 maximum filter (rows, then columns), edges replicated."""
+    g = a.copy()
+    g[1:] = np.maximum(g[1:], a[:-1])
+    g[:-1] = np.maximum(g[:-1], a[1:])
+    h = g.copy()
+    h[:, 1:] = np.maximum(h[:, 1:], g[:, :-1])
+    h[:, :-1] = np.maximum(h[:, :-1], g[:, 1:])
+    return h
+
+
 def feather_alpha(alpha: np.ndarray, pixels: int) -> np.ndarray:
-    """`alpha` (float 0..1) with a linear ramp outward over `pixels` (chessboard distance): a pixel at distance
-    d = 1..pixels from the mask gets (1 - d / (pixels + 1)) times the mask's value there, the next ones 0."""
+    """`alpha` (float 0..1, from an 8-bit mask) with a linear ramp outward over `pixels` (chessboard distance): a
+    pixel at distance d = 1..pixels from the mask gets (1 - d / (pixels + 1)) times the mask's value there (in 8
+    bits, rounded down), the next ones 0."""
     if pixels <= 0:
         return alpha
-    grown = Image.fromarray(np.round(alpha * 255).astype(np.uint8), "L")
-    out = alpha.copy()
+    grown = out = np.round(alpha * 255).astype(np.uint8)
+    levels = np.arange(256)
     for d in range(1, pixels + 1):
-        grown = grown.filter(ImageFilter.MaxFilter(3))
-        out = np.maximum(out, np.asarray(grown, dtype=np.float64) / 255.0 * (1.0 - d / (pixels + 1)))
-    return out
+        grown = _max3x3(grown)
+        lut = (levels * (1.0 - d / (pixels + 1))).astype(np.uint8)  # rounded down
+        out = np.maximum(out, lut[grown])
+    return out.astype(np.float64) / 255.0
 
 
 def stitch(original: Any, crop: Union[Crop, MasksResult], inpainted: Any, *, feather: int = 0) -> Image.Image:
