@@ -25,6 +25,13 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
     if (!(p.iou_thresh >= 0.f && p.iou_thresh <= 1.f)) __builtin_trap();
     if (p.grow_mask < -100 || p.grow_mask > 100) __builtin_trap();
     if (p.feather < 0 || p.feather > 100 || p.max_detections < 0 || p.max_detections > 1000) __builtin_trap();
+    if (r.crop) {  // a parsed crop is a valid one (crop_for_inpainting validates it again)
+      try {
+        validate(*r.crop);
+      } catch (...) {
+        __builtin_trap();
+      }
+    }
   } catch (const Error& e) {
     if (e.code() != ErrorCode::InvalidArgument) __builtin_trap();  // a body error is always a 400
   }

@@ -53,6 +53,7 @@ error_responses = {
     "(scheme, or an address that is private, loopback, link-local or reserved)",
     ["request body is not valid JSON", "prompt is required", "confidence_thresh must be a number between 0 and 1",
      "grow_mask must be an integer between 0 and 100", "output must be one of mask, annotated, cutout, none",
+     "crop.multiple_of must be an integer between 1 and 1024",
      "image is neither an http(s) URL, a data URI nor valid base64",
      "unsupported image format: expected JPEG, PNG, WebP, BMP, GIF or TIFF",
      "image URL host '127.0.0.1' resolves to a forbidden address (loopback); private URLs are not allowed on this server"]),
@@ -145,7 +146,33 @@ native_props = {
                      "description": "false: leave out each instance's mask (boxes, scores and areas only)"},
   "return_mask": {"type": ["boolean", "null"], "description": "Accepted (type-checked) and ignored: see output"},
   "base64": {"type": ["boolean", "null"], "description": "Accepted (type-checked) and ignored: the answer is JSON"},
+  "crop": {"anyOf": [ref("schemas", "CropRequest"), {"type": "null"}],
+           "description": "Also answer a crop around the mask for an inpainting model (docs/inpainting.md); `{}` for "
+                          "the defaults. In a multipart form: the object as JSON text"},
 }
+crop_req = {"type": "object", "additionalProperties": False,
+            "description": "The crop box is the mask's bounding box (pixels > 0) grown by the padding on every side, "
+                           "to min_size and to aspect_ratio, then to the size whose crop image has sides that are "
+                           "multiples of multiple_of; centred on the mask and shifted inside the image (a side larger "
+                           "than the image takes the whole side, and the crop image is stretched on that axis). "
+                           "null means the default; unknown fields are refused",
+            "properties": {
+  "padding": {"type": ["integer", "null"], "minimum": 0, "maximum": 4096, "default": 32,
+              "description": "Context around the mask's bounding box, in pixels of the original image, on every side"},
+  "padding_fraction": {"type": ["number", "null"], "minimum": 0, "maximum": 2, "default": 0,
+                       "description": "More context: this fraction of the box's width (left and right) and height "
+                                      "(top and bottom), added to padding"},
+  "multiple_of": {"type": ["integer", "null"], "minimum": 1, "maximum": 1024, "default": 8,
+                  "description": "The crop image's width and height are multiples of this (8 for Stable Diffusion, 64 "
+                                 "for some models)"},
+  "target_size": {"type": ["integer", "null"], "minimum": 1, "maximum": 4096,
+                  "description": "Resize the crop so that its longer side is this (a multiple of multiple_of); the "
+                                 "box grows to the crop image's aspect so that both axes scale alike. Absent: no "
+                                 "resize (scale 1) unless the box is larger than the image"},
+  "min_size": {"type": ["integer", "null"], "minimum": 0, "maximum": 8192, "default": 0,
+               "description": "Each side of the box at least this many pixels (more context around small objects)"},
+  "aspect_ratio": {"type": ["number", "null"], "minimum": 0.1, "maximum": 10,
+                   "description": "Width / height of the crop (1 for square models), reached by growing the box"}}}
 native_req = {"type": "object", "required": ["image"], "properties": native_props,
               "anyOf": [{"required": ["prompt"]}, {"required": ["phrases"]}],
               "description": "The compatible fields (return_mask and base64 are accepted and ignored) plus the "
@@ -156,6 +183,9 @@ compat_req = {"type": "object", "required": ["prompt", "image"], "properties": b
 
 def multipart(props: dict, required: list[str]) -> dict:
     p = {k: v for k, v in props.items() if k != "image"}
+    if "crop" in p:  # an object in a form is JSON text
+        p["crop"] = {"type": "string", "contentMediaType": "application/json",
+                     "contentSchema": ref("schemas", "CropRequest"), "description": p["crop"]["description"]}
     p["image"] = {"type": "string", "contentMediaType": "image/*",
                   "description": "The image file (a part with a file name or an image/* type); a text part is read "
                                  "as a URL, data URI or base64 like the JSON field"}
@@ -209,8 +239,26 @@ native_resp = {"type": "object", "additionalProperties": False,
   "output": {"enum": ["mask", "annotated", "cutout"], "description": "The output asked for (absent with output none)"},
   "image": {"type": "string", "contentEncoding": "base64",
             "description": "Base64 (no data: prefix) of the output image (absent with output none)"},
-  "image_content_type": {"enum": ["image/png", "image/jpeg"], "description": "The output image's type"}},
+  "image_content_type": {"enum": ["image/png", "image/jpeg"], "description": "The output image's type"},
+  "crop": {"anyOf": [ref("schemas", "Crop"), {"type": "null"}],
+           "description": "Only when the request has crop: the crop, or null when the mask is empty (crop_reason says so)"},
+  "crop_reason": {"type": "string", "description": "Only with crop null: why there is no crop"}},
                "dependentRequired": {"output": ["image", "image_content_type"], "image": ["output", "image_content_type"]}}
+int_box = {"type": "array", "items": {"type": "integer", "minimum": 0}, "minItems": 4, "maxItems": 4}
+crop_resp = {"type": "object", "additionalProperties": False,
+             "required": ["box", "mask_box", "width", "height", "scale", "image", "mask"], "properties": {
+  "box": {**int_box, "description": "[x1, y1, x2, y2] of the crop in original pixels (x2, y2 exclusive), inside the image"},
+  "mask_box": {**int_box, "description": "[x1, y1, x2, y2] of the mask's bounding box (x2, y2 exclusive)"},
+  "width": {"type": "integer", "minimum": 1, "description": "The crop image's width: a multiple of multiple_of"},
+  "height": {"type": "integer", "minimum": 1, "description": "The crop image's height: a multiple of multiple_of"},
+  "scale": {"type": "array", "items": {"type": "number", "exclusiveMinimum": 0}, "minItems": 2, "maxItems": 2,
+            "description": "[width / box width, height / box height]: equal unless the box is larger than the image "
+                           "on an axis"},
+  "image": {"type": "string", "contentEncoding": "base64",
+            "description": "Base64 (no data: prefix) of the crop of the image, RGB PNG, width x height"},
+  "mask": {"type": "string", "contentEncoding": "base64",
+           "description": "Base64 of the crop of the union mask, 8-bit grayscale PNG, width x height (a hard mask "
+                          "stays 0/255 after the resize)"}}}
 compat_b64 = {"type": "object", "required": ["image", "status", "detections", "infer_time_ms"], "additionalProperties": False,
               "properties": {
   "image": {"type": "string", "contentEncoding": "base64", "description": "Bare base64 (no data: prefix) of the PNG or JPEG"},
@@ -322,7 +370,7 @@ doc = {
    "responses": error_responses,
    "schemas": {"Error": {"type": "object", "required": ["error"], "additionalProperties": False,
                          "properties": {"error": {"type": "string", "minLength": 1}}},
-               "RLE": rle, "Instance": instance, "CompatibleRequest": compat_req, "NativeRequest": native_req,
+               "RLE": rle, "Instance": instance, "CropRequest": crop_req, "Crop": crop_resp, "CompatibleRequest": compat_req, "NativeRequest": native_req,
                "CompatibleBase64Response": compat_b64, "NativeResponse": native_resp,
                "JobRequest": job_req, "JobSubmitted": job_submitted, "JobStatus": job_status, "JobResult": job_result,
                "JobOutput": job_output, "JobMetrics": job_metrics}},

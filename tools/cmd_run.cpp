@@ -13,6 +13,8 @@
 
 #include "commands.hpp"
 #include "service/api.hpp"
+#include "service/mask_service.hpp"
+#include "service/crop_params.hpp"
 
 namespace fs = std::filesystem;
 
@@ -52,17 +54,54 @@ std::vector<fs::path> expand_inputs(const std::vector<std::string>& inputs) {
   return out;
 }
 
-// Every instance, its mask as COCO RLE (the encoding of the native API's default mask_format).
+// Every instance as the native API shows it (its mask as COCO RLE), and whether it was a negative one.
 nlohmann::json instances_json(const MaskResult& r) {
   nlohmann::json list = nlohmann::json::array();
   for (const auto& inst : r.instances) {
-    nlohmann::json j = {{"phrase", inst.phrase}, {"label", inst.label}, {"score", inst.score},
-                        {"box", {inst.box.x1, inst.box.y1, inst.box.x2, inst.box.y2}}, {"area", inst.area},
-                        {"negative", inst.negative}};
-    if (!inst.mask.empty()) j["mask"] = service::rle_encode(inst.mask);
+    nlohmann::json j = service::instance_json(inst, service::MaskEncoding::Rle);
+    j["negative"] = inst.negative;
     list.push_back(std::move(j));
   }
   return list;
+}
+
+std::vector<uint8_t> read_file(const fs::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in) throw Error(ErrorCode::InvalidArgument, "cannot open " + path.string());
+  return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
+}
+
+void write_bytes(const fs::path& path, const std::vector<uint8_t>& bytes) {
+  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+}
+
+void add_crop_options(CLI::App& run, bool& crop, CropParams& p) {
+  auto* flag = run.add_flag("--crop", crop,
+                            "Also write <name>.crop.png and <name>.crop-mask.png: a crop around the mask for an "
+                            "inpainting model (docs/inpainting.md); the box goes into --json");
+  run.add_option("--crop-padding", p.padding, "Context around the mask's box, px")->capture_default_str()->needs(flag);
+  run.add_option("--crop-padding-fraction", p.padding_fraction, "More context: this fraction of the box's side")
+      ->needs(flag);
+  run.add_option("--crop-multiple-of", p.multiple_of, "The crop's sides are multiples of this")
+      ->capture_default_str()->needs(flag);
+  run.add_option("--crop-target-size", p.target_size, "Resize the crop so that its longer side is this (0: no resize)")
+      ->needs(flag);
+  run.add_option("--crop-min-size", p.min_size, "Each side of the crop box at least this, px")->needs(flag);
+  run.add_option("--crop-aspect-ratio", p.aspect_ratio, "Width / height of the crop (0: the box's own)")->needs(flag);
+}
+
+// The crop's files and its part of --json ({"crop": ...} or {"crop": null, "crop_reason": ...}).
+nlohmann::json write_crop(bool wanted, const CropParams& params, const cv::Mat& bgr, const cv::Mat& mask,
+                          const fs::path& stem) {
+  if (!wanted) return nullptr;
+  std::optional<InpaintCrop> crop = crop_for_inpainting(bgr, mask, params);
+  if (!crop) return {{"crop", nullptr}, {"crop_reason", "the mask is empty: nothing to crop"}};
+  nlohmann::json j = service::crop_geometry_json(crop->geometry);
+  j["image"] = stem.string() + ".crop.png";
+  j["mask"] = stem.string() + ".crop-mask.png";
+  write_bytes(j["image"].get<std::string>(), encode_png(crop->image));
+  write_bytes(j["mask"].get<std::string>(), encode_png(crop->mask));
+  return {{"crop", j}};
 }
 
 void progress(size_t done, size_t total, const std::string& name, size_t failed) {
@@ -85,7 +124,9 @@ void register_run(CLI::App& root, CommonOptions& common) {
     std::string output;  // mask | annotated | cutout; empty = annotated (mask with --return-mask)
     bool json = false;
     bool quiet = false;
-    MaskParams params;
+    std::shared_ptr<nlohmann::json> given = std::make_shared<nlohmann::json>(nlohmann::json::object());
+    bool crop = false;
+    CropParams crop_params;
   };
   auto opts = std::make_shared<RunOptions>();
   CLI::App* run = root.add_subcommand("run", "Mask images, folders or globs and write the results to --out");
@@ -101,15 +142,19 @@ void register_run(CLI::App& root, CommonOptions& common) {
                 "Also write <name>.json with every instance (phrase, score, box, area, COCO RLE mask) and the "
                 "union mask (RLE)");
   run->add_flag("--quiet,-q", opts->quiet, "No progress bar");
+  add_crop_options(*run, opts->crop, opts->crop_params);
   add_common_options(*run, common);
-  add_mask_options(*run, opts->params);
+  add_param_flags(*run, opts->given, {"prompt", "return_mask", "output"});
   run->callback([opts, &common] {
-    validate(opts->params);
+    if (opts->crop) validate(opts->crop_params);
     std::transform(opts->output.begin(), opts->output.end(), opts->output.begin(), ::tolower);
     if (opts->return_mask && !opts->output.empty() && opts->output != "mask")
       throw Error(ErrorCode::InvalidArgument, "--return-mask contradicts --output " + opts->output);
-    const std::string output = !opts->output.empty() ? opts->output : opts->return_mask ? "mask" : "annotated";
     if (split_prompt(opts->prompt).empty()) throw Error(ErrorCode::InvalidArgument, "--prompt is empty");
+    nlohmann::json fields = *opts->given;
+    fields["prompt"] = opts->prompt;
+    fields["output"] = !opts->output.empty() ? opts->output : opts->return_mask ? "mask" : "annotated";
+    const service::MaskRequest request = service::parse_mask_request(fields, service::Endpoint::Cli);
     std::vector<fs::path> files = expand_inputs(opts->inputs);
     if (files.empty()) throw Error(ErrorCode::InvalidArgument, "no input images found");
     fs::create_directories(opts->out);
@@ -121,23 +166,22 @@ void register_run(CLI::App& root, CommonOptions& common) {
       if (bar) progress(done, files.size(), file.filename().string(), failed);
       try {
         auto started = std::chrono::steady_clock::now();
-        DecodedImage image = load_image_file(file.string());
-        MaskResult r = pipeline->run(image, opts->prompt, opts->params);
+        service::MaskRequest one = request;
+        one.upload = read_file(file);
+        service::MaskAnswer answer = service::run_local(*pipeline, std::move(one));
+        const MaskResult& r = answer.result;
         std::string stem = file.stem().string();
         for (int k = 2; used_names.count(stem); ++k) stem = file.stem().string() + "_" + std::to_string(k);
         used_names.insert(stem);
-        std::vector<uint8_t> bytes;
-        std::string ext;
-        if (output == "mask") { bytes = encode_png(r.mask); ext = ".png"; }
-        else if (output == "cutout") { bytes = encode_png(cutout(image.bgr, r.mask)); ext = ".png"; }
-        else if (image.format == ImageFormat::Jpeg) { bytes = encode_jpeg(annotate(image.bgr, r)); ext = ".jpg"; }
-        else { bytes = encode_png(annotate(image.bgr, r)); ext = ".png"; }
+        const std::string ext = answer.content_type == "image/jpeg" ? ".jpg" : ".png";
         fs::path target = fs::path(opts->out) / (stem + ext);
-        std::ofstream(target, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+        std::ofstream(target, std::ios::binary).write(answer.body.data(), std::streamsize(answer.body.size()));
+        nlohmann::json crop_j = write_crop(opts->crop, opts->crop_params, answer.image.bgr, r.mask, fs::path(opts->out) / stem);
         if (opts->json) {
           nlohmann::json j = {{"file", file.string()}, {"output", target.string()}, {"width", r.width},
                               {"height", r.height}, {"phrases", r.phrases}, {"unmatched", r.unmatched},
                               {"instances", instances_json(r)}, {"mask", service::rle_encode(r.mask)}};
+          if (opts->crop) j.update(crop_j);
           std::ofstream(fs::path(opts->out) / (stem + ".json")) << j.dump(2) << "\n";
         }
         double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();

@@ -1,9 +1,14 @@
 // maskmaker: image + text prompt -> inpainting mask. Thin front end over the library.
+#include <algorithm>
 #include <cstdlib>
+#include <set>
+#include <sstream>
 #include <iostream>
 
 #include <spdlog/sinks/stdout_color_sinks.h>
 #include <spdlog/spdlog.h>
+
+#include <nlohmann/json.hpp>
 
 #include "commands.hpp"
 
@@ -23,19 +28,54 @@ void add_common_options(CLI::App& app, CommonOptions& common) {
       ->envname("MASKMAKER_THREADS")->check(CLI::Range(0, 256));
 }
 
-void add_mask_options(CLI::App& app, MaskParams& p) {
-  app.add_option("--confidence-thresh", p.confidence_thresh, "Keep detections scoring at least this (0-1)")
-      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
-  app.add_option("--iou-thresh", p.iou_thresh, "NMS IoU threshold per phrase (0-1)")
-      ->check(CLI::Range(0.0, 1.0))->capture_default_str();
-  app.add_option("--grow-mask", p.grow_mask, "Grow the mask by this many pixels (negative erodes)")
-      ->check(CLI::Range(-100, 100))->capture_default_str();
-  app.add_flag("--invert-mask", p.invert_mask, "Swap mask and background");
-  app.add_option("--max-detections", p.max_detections, "Keep at most this many instances")
-      ->check(CLI::Range(0, 1000))->capture_default_str();
-  app.add_option("--feather", p.feather, "Soft edge width in pixels")->check(CLI::Range(0, 100));
-  app.add_option("--negative-prompt", p.negative_phrases, "Phrases whose instances are subtracted")
-      ->delimiter(',');
+namespace {
+std::string flag_name(std::string_view param) {
+  std::string flag = "--" + std::string(param);
+  std::replace(flag.begin(), flag.end(), '_', '-');
+  return flag;
+}
+std::string default_text(const ParamSpec& spec) {
+  std::ostringstream out;
+  out << spec.default_value;
+  return out.str();
+}
+}  // namespace
+
+void add_param_flags(CLI::App& app, std::shared_ptr<nlohmann::json> given, const std::set<std::string>& except) {
+  for (const ParamSpec& spec : kMaskParams) {
+    if (!(spec.apis & kApiCli) || except.count(std::string(spec.name))) continue;
+    const std::string name(spec.name), flag = flag_name(spec.name), help(spec.help);
+    switch (spec.type) {
+      case ParamType::Boolean:
+        app.add_flag_function(flag, [given, name](int64_t n) { (*given)[name] = n > 0; }, help);
+        break;
+      case ParamType::Number:
+        app.add_option_function<double>(flag, [given, name](double v) { (*given)[name] = v; }, help)
+            ->check(CLI::Range(spec.min, spec.max))->default_str(default_text(spec));
+        break;
+      case ParamType::Integer:
+        app.add_option_function<int64_t>(flag, [given, name](int64_t v) { (*given)[name] = v; }, help)
+            ->check(CLI::Range(int64_t(spec.min), int64_t(spec.max)))->default_str(default_text(spec));
+        break;
+      case ParamType::Choice: {
+        std::vector<std::string> choices;
+        std::stringstream ss{std::string(spec.choices)};
+        for (std::string c; std::getline(ss, c, '|');) choices.push_back(c);
+        app.add_option_function<std::string>(flag, [given, name](const std::string& v) { (*given)[name] = v; }, help)
+            ->check(CLI::IsMember(choices, CLI::ignore_case));
+        break;
+      }
+      case ParamType::Phrases:
+        app.add_option_function<std::vector<std::string>>(
+               flag, [given, name](const std::vector<std::string>& v) { (*given)[name] = v; }, help)
+            ->delimiter(',');
+        break;
+      case ParamType::Text:
+        app.add_option_function<std::string>(flag, [given, name](const std::string& v) { (*given)[name] = v; }, help);
+        break;
+      case ParamType::Object: break;  // not a flag: the command offers its own (run --crop ...)
+    }
+  }
 }
 
 std::unique_ptr<Pipeline> load_pipeline(const CommonOptions& common) {
@@ -44,6 +84,40 @@ std::unique_ptr<Pipeline> load_pipeline(const CommonOptions& common) {
   options.device = common.device;
   options.threads = common.threads;
   return Pipeline::load(options);
+}
+
+void register_params(CLI::App& root) {
+  CLI::App* cmd = root.add_subcommand("params", "Print the request parameters' table as JSON (scripts/gen_openapi.py reads it)");
+  cmd->callback([] {
+    nlohmann::json table = nlohmann::json::array();
+    for (const ParamSpec& spec : kMaskParams) {
+      static const char* types[] = {"boolean", "number", "integer", "string", "choice", "phrases", "object"};
+      nlohmann::json apis = nlohmann::json::array();
+      for (auto [bit, api] : {std::pair{kApiCompatible, "compatible"}, {kApiNative, "native"}, {kApiJobs, "jobs"},
+                              {kApiCli, "cli"}})
+        if (spec.apis & bit) apis.push_back(api);
+      nlohmann::json row = {{"name", spec.name}, {"type", types[int(spec.type)]}, {"apis", apis}, {"help", spec.help}};
+      if (spec.type == ParamType::Number || spec.type == ParamType::Integer) {
+        row["minimum"] = spec.min;
+        row["maximum"] = spec.max;
+        row["compatible_minimum"] = spec.compatible_min;
+      }
+      if (spec.type == ParamType::Boolean) row["default"] = spec.default_value != 0;
+      else if (spec.type == ParamType::Number) row["default"] = spec.default_value;
+      else if (spec.type == ParamType::Integer) row["default"] = int64_t(spec.default_value);
+      else if (spec.type == ParamType::Choice) {
+        row["default"] = spec.default_text;
+        std::vector<std::string> choices;
+        std::stringstream ss{std::string(spec.choices)};
+        for (std::string c; std::getline(ss, c, '|');) choices.push_back(c);
+        row["choices"] = choices;
+      }
+      if (spec.apis & kApiCli && spec.type != ParamType::Object) row["cli_flag"] = flag_name(spec.name);
+      table.push_back(std::move(row));
+    }
+    std::cout << nlohmann::json{{"parameters", table}, {"max_prompt_bytes", kMaxPromptBytes},
+                                {"max_phrases", kMaxPhrases}}.dump(2) << "\n";
+  });
 }
 
 }  // namespace maskmaker::cli
@@ -61,6 +135,7 @@ int main(int argc, char** argv) {
   register_bench(app, common);
   register_keys(app);
   register_models(app, common);
+  register_params(app);
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {

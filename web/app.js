@@ -18,7 +18,7 @@
   let source = null;
   let controller = null;   // AbortController of the request in flight
   let timer = null;        // elapsed-time ticker
-  const objectUrls = { annotated: null, mask: null };
+  const objectUrls = { annotated: null, mask: null, crop: null, cropMask: null };
 
   // ---------- small helpers ----------
   const fmtMs = (ms) => (ms >= 10000 ? (ms / 1000).toFixed(1) + ' s' : Math.round(ms).toLocaleString('en') + ' ms');
@@ -311,6 +311,12 @@
     if (feather) p.feather = feather;
     const maxText = $('max_detections').value.trim();
     if (maxText !== '') p.max_detections = Number(maxText);
+    // The crop for inpainting models (docs/inpainting.md): "" = none, 0 = original size, else the longer side.
+    const cropSize = $('crop_size').value;
+    if (cropSize !== '') {
+      p.crop = { padding: 32, multiple_of: 64 };
+      if (Number(cropSize) > 0) p.crop.target_size = Number(cropSize);
+    }
     return p;
   }
 
@@ -444,6 +450,8 @@
     dlM.href = maskUrl;
     dlM.download = stem + '-mask.png';
 
+    renderCrop(data, stem);
+
     // Overlay: the input image (or the annotated one when the browser cannot show the input) under a coloured
     // layer cut by the mask (CSS mask-image, luminance: white = shown).
     const overlayImage = $('overlay-image');
@@ -504,11 +512,32 @@
     $('curl').textContent = curlFor(p);
   }
 
+  // The crop's downloads beside the mask, or why there is none.
+  function renderCrop(data, stem) {
+    const crop = data.crop;
+    $('crop-downloads').hidden = !crop;
+    $('no-crop').hidden = !(crop === null && data.crop_reason);
+    $('no-crop').textContent = crop === null && data.crop_reason ? 'No crop: ' + data.crop_reason + '.' : '';
+    if (!crop) return;
+    const dlC = $('download-crop');
+    dlC.href = setObjectUrl('crop', base64ToBlob(crop.image, 'image/png'));
+    dlC.download = stem + '-crop.png';
+    const dlCM = $('download-crop-mask');
+    dlCM.href = setObjectUrl('cropMask', base64ToBlob(crop.mask, 'image/png'));
+    dlCM.download = stem + '-crop-mask.png';
+    const [x1, y1, x2, y2] = crop.box;
+    const [sx, sy] = crop.scale.map((v) => Number(v).toFixed(3));
+    const scale = sx === sy ? sx : sx + ' × ' + sy;  // unequal when the box is wider or taller than the image
+    $('crop-info').textContent = crop.width + ' × ' + crop.height + ' px, from the box ' + x1 + ', ' + y1 + ' – ' +
+      x2 + ', ' + y2 + ' of the image (scale ' + scale + '). Paste the inpainted crop ' +
+      'back there: maskmaker_client.stitch does it.';
+  }
+
   function curlFor(p) {
     const native = p.grow_mask < 0 || p.negative_prompt || p.feather || p.max_detections !== undefined && p.max_detections !== 100;
     const image = source && source.kind === 'url' ? source.url : '<base64 of your image, or its https URL>';
     const body = native
-      ? Object.assign({}, p, { image, output: 'mask', mask_format: 'png' })
+      ? Object.assign({}, p, { image, output: 'mask', mask_format: 'png' })  // with the crop, when one is chosen
       : { prompt: p.prompt, image, invert_mask: p.invert_mask, confidence_thresh: p.confidence_thresh,
         iou_thresh: p.iou_thresh, return_mask: true, grow_mask: p.grow_mask, base64: false };
     const json = JSON.stringify(body, null, 2).replace(/'/g, "'\\''");

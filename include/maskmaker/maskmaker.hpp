@@ -177,6 +177,53 @@ cv::Mat grow_mask(const cv::Mat& mask, int pixels);  // round kernel; negative e
 cv::Mat feather_mask(const cv::Mat& mask, int pixels);  // linear ramp outward over `pixels`
 cv::Mat invert_mask(const cv::Mat& mask);
 
+// ---------------------------------------------------------------- crop for inpainting
+// Inpainting models work at a fixed resolution: crop a region around the mask with context, resize it, inpaint it,
+// paste it back. The crop box is the mask's bounding box (pixels > 0) grown by the padding on every side, to
+// min_size and to aspect_ratio, then to the size whose resize to the crop image gives sides that are multiples of
+// multiple_of (target_size: the longer side of the crop image; 0: the box's own size, scale 1), centred on the mask
+// and shifted inside the image. Only a box larger than the image on an axis is clamped to the whole side, and the
+// crop image is then stretched on that axis (scale_x != scale_y) so that its size stays as asked.
+struct CropLimits {
+  static constexpr int max_padding = 4096;
+  static constexpr double max_padding_fraction = 2.0;
+  static constexpr int max_multiple_of = 1024;
+  static constexpr int max_target_size = 4096;
+  static constexpr int max_min_size = 8192;
+  static constexpr double min_aspect_ratio = 0.1, max_aspect_ratio = 10.0;
+  // Without target_size a crop image is at most this many pixels, or the image's (rounded up to the multiple).
+  static constexpr int64_t max_pixels = int64_t(4096) * 4096;
+};
+
+struct CropParams {
+  int padding = 32;             // px of context on every side of the mask's bounding box
+  double padding_fraction = 0;  // plus this fraction of the box's width (left, right) and height (top, bottom)
+  int multiple_of = 8;          // the crop image's sides are multiples of this
+  int target_size = 0;          // the crop image's longer side (a multiple of multiple_of); 0 = the box's size
+  int min_size = 0;             // each side of the box at least this (original px)
+  double aspect_ratio = 0;      // width / height of the crop; 0 = the padded box's own
+};
+// Throws Error(InvalidArgument) with the field ("crop.multiple_of") when a value is out of range.
+void validate(const CropParams& params);
+
+struct CropGeometry {
+  cv::Rect mask_box;  // the mask's bounding box
+  cv::Rect box;       // the crop in original pixels, inside the image
+  cv::Size size;      // the crop image's size
+  double scale_x = 1, scale_y = 1;  // size / box
+};
+// Pure geometry (tests, front ends). Throws Error(InvalidArgument, field "crop") when the crop image would be
+// larger than CropLimits::max_pixels and the image's own size.
+CropGeometry crop_geometry(const cv::Rect& mask_box, cv::Size image, const CropParams& params);
+
+struct InpaintCrop {
+  CropGeometry geometry;
+  cv::Mat image;  // CV_8UC3, geometry.size
+  cv::Mat mask;   // CV_8UC1, geometry.size; a binary (0/255) mask stays binary after the resize
+};
+// nullopt when the mask is empty (nothing to inpaint).
+std::optional<InpaintCrop> crop_for_inpainting(const cv::Mat& bgr, const cv::Mat& mask, const CropParams& params);
+
 std::string version();
 
 }  // namespace maskmaker

@@ -17,6 +17,7 @@ enum class ParamType {
   Text,     // a string
   Choice,   // one of `choices` ("a|b|c"), case-insensitive
   Phrases,  // a comma-separated string or a list of strings
+  Object,   // a JSON object with fields of its own (in a multipart form: its JSON text)
 };
 
 // Where a parameter is accepted: bits.
@@ -108,6 +109,10 @@ inline constexpr ParamSpec kMaskParams[] = {
                         "binary (pixels > 127); a feathered mask keeps its soft edge only as PNG. Case-insensitive"),
     param_table::boolean("instance_masks", kApiNative, true,
                          "false: leave out each instance's mask (boxes, scores and areas only)"),
+    param_table::of_type(ParamType::Object, "crop", kApiNative,
+        "Also answer a crop around the mask for inpainting models that work at a fixed size: padding (px) and "
+        "padding_fraction (of the mask's box) of context, multiple_of, target_size, min_size, aspect_ratio; "
+        "see docs/inpainting.md"),
     param_table::of_type(ParamType::Text, "webhook_url", kApiJobs,
         "An http(s) URL that receives the finished job's result as a POST (same address guard as image URLs)"),
 };

@@ -29,6 +29,7 @@ std::string param_rule(const ParamSpec& spec, bool compatible_api) {
     case ParamType::Integer: return "must be an integer between " + number_text(lo) + " and " + number_text(spec.max);
     case ParamType::Text: return "must be a string";
     case ParamType::Phrases: return "must be a string or a list of strings";
+    case ParamType::Object: return "must be an object";
     case ParamType::Choice: {
       std::string list(spec.choices);
       size_t bars = 0;

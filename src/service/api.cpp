@@ -1,6 +1,7 @@
 #include "service/api.hpp"
 
 #include "service/base64.hpp"
+#include "service/crop_params.hpp"
 
 namespace maskmaker::service {
 namespace {
@@ -149,6 +150,7 @@ ApiResponse native_response(const DecodedImage& image, const MaskResult& result,
     body["image"] = base64_encode(rendered.bytes);
     body["image_content_type"] = rendered.content_type;
   }
+  add_crop_response(body, image.bgr, result.mask, request.crop);
   ApiResponse out;
   out.json_body = std::move(body);
   out.content_type = "application/json";

@@ -43,8 +43,16 @@ MaskAnswer render(Pipeline& pipeline, const MaskRequest& request, const DecodedI
   out.result = pipeline.run(image, request.prompt, request.params);
   out.result.times.decode_ms = decode_ms;
   auto t = Clock::now();
-  ApiResponse rendered = request.endpoint == Endpoint::Native ? native_response(image, out.result, request)
-                                                              : compatible_response(image, out.result, request);
+  ApiResponse rendered;
+  if (request.endpoint == Endpoint::Native) {
+    rendered = native_response(image, out.result, request);
+  } else if (request.endpoint == Endpoint::Cli) {  // the image alone, as a file
+    RenderedImage file = render_image(image, out.result, request.output);
+    rendered.bytes = std::move(file.bytes);
+    rendered.content_type = file.content_type;
+  } else {
+    rendered = compatible_response(image, out.result, request);
+  }
   out.infer_ms = out.result.times.total_ms();  // output_ms not yet counted: not part of the inference time
   serialise(std::move(rendered), out.infer_ms, out);
   out.result.times.output_ms = ms_since(t);
@@ -137,8 +145,13 @@ MaskAnswer MaskService::run(MaskRequest request, const std::optional<KeyRecord>&
   return answer;
 }
 
-MaskAnswer run_local(Pipeline& pipeline, const MaskRequest& request, const DecodedImage& image) {
-  return render(pipeline, request, image, 0);
+MaskAnswer run_local(Pipeline& pipeline, MaskRequest request, const DecodeLimits& limits) {
+  auto t = Clock::now();
+  DecodedImage image = decode_image(request.upload, limits);
+  request.upload.clear();
+  MaskAnswer answer = render(pipeline, request, image, ms_since(t));
+  answer.image = std::move(image);
+  return answer;
 }
 
 }  // namespace maskmaker::service

@@ -53,6 +53,7 @@ struct MaskAnswer {
   double fetch_ms = 0, wait_ms = 0;
   bool charged = false;
   std::optional<int64_t> remaining_credits;  // after the charge; nullopt = unlimited
+  DecodedImage image;  // run_local only
 };
 
 class MaskService {
@@ -89,7 +90,8 @@ class MaskService {
   RateLimiter rate_limiter_;
 };
 
-// A pipeline run alone (decode, run, render; no keys, no slots): what `maskmaker run` does for each file.
-MaskAnswer run_local(Pipeline& pipeline, const MaskRequest& request, const DecodedImage& image);
+// A pipeline run alone (decode, run, render; no keys, no slots): what `maskmaker run` does for each file, its
+// bytes in request.upload. The answer keeps the decoded image (`image`) for further renderings (crops).
+MaskAnswer run_local(Pipeline& pipeline, MaskRequest request, const DecodeLimits& limits = {});
 
 }  // namespace maskmaker::service

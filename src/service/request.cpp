@@ -5,6 +5,7 @@
 
 #include "runtime/utf8.hpp"
 #include "service/base64.hpp"
+#include "service/crop_params.hpp"
 
 namespace maskmaker::service {
 namespace {
@@ -83,7 +84,7 @@ class Reader {
     if (!spec) throw Error(ErrorCode::Internal, "parameter " + std::string(name) + " is not in the table");
     return *spec;
   }
-  bool compatible() const { return endpoint_ != Endpoint::Native; }
+  bool compatible() const { return endpoint_ == Endpoint::Compatible || endpoint_ == Endpoint::Jobs; }
   [[noreturn]] void fail(std::string_view name) const {
     throw Error(ErrorCode::InvalidArgument, std::string(name) + " " + param_rule(spec_of(name), compatible()),
                 std::string(name));
@@ -114,6 +115,7 @@ unsigned endpoint_api(Endpoint endpoint) {
     case Endpoint::Compatible: return kApiCompatible;
     case Endpoint::Native: return kApiNative;
     case Endpoint::Jobs: return kApiJobs;
+    case Endpoint::Cli: return kApiCli;
   }
   return 0;
 }
@@ -161,9 +163,10 @@ MaskRequest parse_mask_request(const json& body, Endpoint endpoint) {
       throw Error(ErrorCode::InvalidArgument, "prompt is empty: give one or more phrases separated by commas", "prompt");
     check_phrase_limits(split_prompt(r.prompt), r.prompt.size(), "prompt");
   }
-  if (!in.given("image")) throw Error(ErrorCode::InvalidArgument, "image is required", "image");
+  const bool takes_image = find_param("image")->apis & endpoint_api(endpoint);
+  if (takes_image && !in.given("image")) throw Error(ErrorCode::InvalidArgument, "image is required", "image");
   r.image = in.text("image");
-  if (r.image.empty()) throw Error(ErrorCode::InvalidArgument, "image is empty: give an http(s) URL, a data URI or base64", "image");
+  if (takes_image && r.image.empty()) throw Error(ErrorCode::InvalidArgument, "image is empty: give an http(s) URL, a data URI or base64", "image");
   MaskParams& p = r.params;
   p.invert_mask = in.boolean("invert_mask", p.invert_mask);
   p.confidence_thresh = float(in.number("confidence_thresh", p.confidence_thresh));
@@ -180,6 +183,7 @@ MaskRequest parse_mask_request(const json& body, Endpoint endpoint) {
   r.output = in.choice("output", r.output);
   r.mask_encoding = in.choice("mask_format", r.mask_encoding);
   r.include_instance_masks = in.boolean("instance_masks", r.include_instance_masks);
+  if (in.given("crop")) r.crop = parse_crop_params(body);
   if (in.given("webhook_url")) {
     if (!in.given("webhook_url")->is_string())
       throw Error(ErrorCode::InvalidArgument, "webhook_url must be a string (an http(s) URL)", "webhook_url");

@@ -3,6 +3,7 @@
 #pragma once
 
 #include <cstdint>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <utility>
@@ -19,6 +20,7 @@ enum class Endpoint {
   Compatible,  // POST /v1/inpaint-mask-maker: the hosted API's contract
   Native,      // POST /v1/masks
   Jobs,        // POST /v2/inpaint-mask-maker: the compatible contract, queued, with webhook_url
+  Cli,         // maskmaker run: the native parameters; images come from files
 };
 unsigned endpoint_api(Endpoint endpoint);  // its ParamApi bit
 
@@ -34,6 +36,7 @@ struct MaskRequest {
   std::string output = "mask";        // mask | annotated | cutout | none
   std::string mask_encoding = "rle";  // rle | png: per-instance masks
   bool include_instance_masks = true;
+  std::optional<CropParams> crop;     // crop for inpainting (service/crop_params.hpp)
   // jobs (/v2)
   std::string webhook_url;
 };

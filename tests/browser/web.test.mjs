@@ -200,6 +200,21 @@ test('upload bus.jpg, prompt "bus": annotated image, mask, detections, PNG downl
   const png = pngHeader(fs.readFileSync(maskPath));
   assert.deepEqual(png, { width: 810, height: 1080, bitDepth: 8, colourType: 0 });
 
+  // The crop for inpainting (default 1024 px on the longer side, sides multiples of 64), next to the mask.
+  assert.match(await page.locator('#crop-info').textContent(), /^(1024 × \d+|\d+ × 1024) px, from the box /);
+  const [cropDownload] = await Promise.all([
+    page.waitForEvent('download'),
+    page.getByRole('link', { name: 'Download crop mask (PNG)' }).click(),
+  ]);
+  assert.equal(cropDownload.suggestedFilename(), 'bus-crop-mask.png');
+  const cropPath = path.join(outDir, 'bus-crop-mask.png');
+  await cropDownload.saveAs(cropPath);
+  const cropPng = pngHeader(fs.readFileSync(cropPath));
+  assert.equal(Math.max(cropPng.width, cropPng.height), 1024);
+  assert.equal(cropPng.width % 64 + cropPng.height % 64, 0);
+  assert.equal(cropPng.colourType, 0);
+  assert.ok(await page.getByRole('link', { name: 'Download crop (PNG)' }).isVisible());
+
   // And the annotated image (JPEG for a JPEG input).
   const [annotatedDownload] = await Promise.all([
     page.waitForEvent('download'),

@@ -47,3 +47,41 @@ def test_output_flag_is_checked(tmp_path):
     r = run("run", "-p", "dog", "--output", "jpeg", src, "--out", tmp_path)
     assert r.returncode != 0 and "--output" in r.stderr
     assert not any(tmp_path.iterdir())
+
+
+def test_crop_files_and_json(tmp_path):
+    """`maskmaker run --crop`: NAME.crop.png and NAME.crop-mask.png, the box in --json; the crop mask is the union
+    mask cut at the box (no target size: no resize) and its sides are multiples of --crop-multiple-of."""
+    from testlib import sample
+
+    src = tmp_path / "dog.jpg"
+    src.write_bytes(sample("darknet_dog_bicycle_truck.jpg"))
+    out = tmp_path / "out"
+    r = run("run", "-p", "dog", "--confidence-thresh", "0.3", "--output", "mask", "--json", "--quiet", "--crop",
+            "--crop-padding", "20", "--crop-multiple-of", "64", "--models", ns.MODELS, src, "--out", out)
+    assert r.returncode == 0, r.stderr
+    j = json.loads((out / "dog.json").read_text())
+    full = rle.decode(j["mask"])
+    c = j["crop"]
+    assert c["image"] == str(out / "dog.crop.png") and c["mask"] == str(out / "dog.crop-mask.png")
+    x1, y1, x2, y2 = c["box"]
+    ys, xs = np.nonzero(full)
+    assert c["mask_box"] == [xs.min(), ys.min(), xs.max() + 1, ys.max() + 1]
+    mx1, my1, mx2, my2 = c["mask_box"]
+    assert x1 <= max(0, mx1 - 20) and y1 <= max(0, my1 - 20) and x2 >= min(768, mx2 + 20) and y2 >= min(576, my2 + 20)
+    assert (c["width"], c["height"]) == (x2 - x1, y2 - y1) and c["width"] % 64 == 0 and c["height"] % 64 == 0
+    mask = np.asarray(ns.Image.open(out / "dog.crop-mask.png"))
+    assert mask.shape == (c["height"], c["width"]) and np.array_equal(mask == 255, full[y1:y2, x1:x2])
+    image = ns.Image.open(out / "dog.crop.png")
+    assert image.mode == "RGB" and image.size == (c["width"], c["height"])
+    whole = np.asarray(ns.Image.open(out / "dog.png"))
+    assert np.array_equal(whole == 255, full)
+
+
+def test_crop_options_need_crop_and_are_checked(tmp_path):
+    src = ns.SAMPLES / "tiny_4x4.png"
+    r = run("run", "-p", "dog", "--crop-padding", "8", src, "--out", tmp_path)
+    assert r.returncode != 0 and "--crop-padding requires --crop" in r.stderr, r.stderr
+    r = run("run", "-p", "dog", "--crop", "--crop-multiple-of", "0", src, "--out", tmp_path)
+    assert r.returncode != 0 and "crop.multiple_of must be an integer between 1 and 1024" in r.stderr, r.stderr
+    assert not any(tmp_path.iterdir())

@@ -125,6 +125,27 @@ class Instance:
 
 
 @dataclass
+class Crop:
+    """The crop for inpainting (`crop` in the request): `box` (x1, y1, x2, y2) in original pixels (x2, y2
+    exclusive), `mask_box` the mask's bounding box, `size` (width, height) of the crop image, `scale` (x, y) = size
+    / box size, `image` (PIL RGB) and `mask` (uint8, 255 = inpaint) at `size`. Paste an inpainted crop back with
+    `maskmaker_client.stitch`."""
+    box: Tuple[int, int, int, int]
+    mask_box: Tuple[int, int, int, int]
+    size: Tuple[int, int]
+    scale: Tuple[float, float]
+    image: Image.Image = field(repr=False)
+    mask: np.ndarray = field(repr=False)
+
+    @classmethod
+    def from_json(cls, j: Mapping[str, Any]) -> "Crop":
+        mask = np.asarray(_open(base64.b64decode(j["mask"])).convert("L")).copy()
+        return cls(box=tuple(int(v) for v in j["box"]), mask_box=tuple(int(v) for v in j["mask_box"]),
+                   size=(int(j["width"]), int(j["height"])), scale=(float(j["scale"][0]), float(j["scale"][1])),
+                   image=_open(base64.b64decode(j["image"])).convert("RGB"), mask=mask)
+
+
+@dataclass
 class MasksResult:
     """The native API's answer, decoded.
 
@@ -148,6 +169,8 @@ class MasksResult:
     image_cache_hit: bool = False
     request_id: Optional[str] = None
     raw: Dict[str, Any] = field(default_factory=dict, repr=False)
+    crop: Optional[Crop] = None        # asked with crop=...: None when the mask is empty (see crop_reason)
+    crop_reason: Optional[str] = None
 
     @classmethod
     def from_json(cls, j: Mapping[str, Any], request_id: Optional[str] = None) -> "MasksResult":
@@ -162,7 +185,8 @@ class MasksResult:
                    output=j.get("output"), detections=int(j["detections"]),
                    infer_time_ms=float(j.get("infer_time_ms", 0.0)),
                    timings_ms={k: float(v) for k, v in j.get("timings_ms", {}).items()},
-                   image_cache_hit=bool(j.get("image_cache_hit", False)), request_id=request_id, raw=dict(j))
+                   image_cache_hit=bool(j.get("image_cache_hit", False)), request_id=request_id, raw=dict(j),
+                   crop=Crop.from_json(j["crop"]) if j.get("crop") else None, crop_reason=j.get("crop_reason"))
 
     def mask_image(self) -> Image.Image:
         """The union mask as a PIL image, mode "L"."""
@@ -261,15 +285,17 @@ class Client:
               confidence_thresh: Optional[float] = None, iou_thresh: Optional[float] = None,
               grow_mask: Optional[int] = None, feather: Optional[int] = None, invert_mask: Optional[bool] = None,
               max_detections: Optional[int] = None, output: str = "mask", mask_format: str = "rle",
-              instance_masks: bool = True) -> MasksResult:
+              instance_masks: bool = True, crop: Optional[Mapping[str, Any]] = None) -> MasksResult:
         """POST /v1/masks. `prompt` is a comma-separated string or a list of phrases; None leaves a parameter to
         the server's default (grow_mask 10, confidence_thresh 0.5, ...). Local images are uploaded as
-        multipart/form-data; URLs and data URIs are sent as text for the server to fetch or decode."""
+        multipart/form-data; URLs and data URIs are sent as text for the server to fetch or decode.
+        `crop`: a crop for inpainting, e.g. {"padding": 32, "multiple_of": 64, "target_size": 1024} ({} for the
+        defaults); the answer's `crop` then holds it (docs/inpainting.md)."""
         fields: Dict[str, Any] = {
             "negative_prompt": _phrases(negative_prompt), "confidence_thresh": confidence_thresh,
             "iou_thresh": iou_thresh, "grow_mask": grow_mask, "feather": feather, "invert_mask": invert_mask,
             "max_detections": max_detections, "output": output, "mask_format": mask_format,
-            "instance_masks": instance_masks}
+            "instance_masks": instance_masks, "crop": dict(crop) if crop is not None else None}
         if isinstance(prompt, str):
             fields["prompt"] = prompt
         else:
