@@ -34,6 +34,7 @@ enum class ErrorCode {
   RateLimited,       // key over its rate
   NotFound,          // unknown resource
   ModelError,        // a model file is missing, corrupt or has an unexpected contract
+  StorageUnavailable,  // the keys/jobs database is busy, full, read-only, failing I/O or unreachable (retry later)
   Internal,
 };
 

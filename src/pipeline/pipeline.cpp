@@ -292,6 +292,7 @@ const char* error_code_name(ErrorCode code) {
     case ErrorCode::RateLimited: return "rate_limited";
     case ErrorCode::NotFound: return "not_found";
     case ErrorCode::ModelError: return "model_error";
+    case ErrorCode::StorageUnavailable: return "storage_unavailable";
     default: return "internal";
   }
 }
