@@ -481,7 +481,7 @@ class Service {
       limits.max_pixels = config_.max_pixels;
       DecodedImage image = decode_image(image_bytes, limits);
       double decode_ms = ms_since(t);
-      MaskResult result = pipeline_->run(image, request.prompt, request.params);
+      MaskResult result = pipeline_->run(image, request.prompt, request.params, key ? std::to_string(key->id) : "");
       result.times.decode_ms = decode_ms;
       t = Clock::now();
       ApiResponse answer = endpoint == Endpoint::Compatible ? compatible_response(image, result, request)
