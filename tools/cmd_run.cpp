@@ -3,9 +3,13 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
 #include <glob.h>
 #include <iostream>
 #include <set>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -65,6 +69,53 @@ nlohmann::json instances_json(const MaskResult& r) {
   return list;
 }
 
+// The files being read, by device and inode (so that another spelling of a path, or a hard link, is the same file).
+using FileId = std::pair<dev_t, ino_t>;
+std::set<FileId> file_ids(const std::vector<fs::path>& files) {
+  std::set<FileId> ids;
+  struct stat st {};
+  for (const auto& f : files)
+    if (::stat(f.c_str(), &st) == 0) ids.emplace(st.st_dev, st.st_ino);
+  return ids;
+}
+
+// Writes an output file safely: never over an input, never through a symbolic link (a link planted where an
+// output goes would otherwise redirect the write anywhere the user can write), and all or nothing (a new file
+// beside the target, renamed over it once complete). Throws with the reason; the caller counts it as a failure.
+void write_output(const fs::path& target, const void* data, size_t size, const std::set<FileId>& inputs) {
+  struct stat st {};
+  if (::lstat(target.c_str(), &st) == 0) {
+    if (S_ISLNK(st.st_mode))
+      throw Error(ErrorCode::InvalidArgument, "refusing to write " + target.string() + ": it is a symbolic link");
+    if (inputs.count({st.st_dev, st.st_ino}))
+      throw Error(ErrorCode::InvalidArgument, "refusing to write " + target.string() + ": it is an input image (choose another --out)");
+    if (!S_ISREG(st.st_mode))
+      throw Error(ErrorCode::InvalidArgument, "refusing to write " + target.string() + ": it is not a regular file");
+  }
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  std::string temp = (dir / ("." + target.filename().string() + ".XXXXXX")).string();
+  const int fd = ::mkstemp(temp.data());  // O_CREAT | O_EXCL: a fresh file, never an existing link
+  if (fd < 0) throw Error(ErrorCode::InvalidArgument, "cannot write " + target.string() + ": " + std::strerror(errno));
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  bool ok = ::fchmod(fd, 0666 & ~mask) == 0;
+  int err = ok ? 0 : errno;
+  const auto* p = static_cast<const char*>(data);
+  for (size_t left = size; ok && left > 0;) {
+    const ssize_t n = ::write(fd, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) { ok = false; err = n < 0 ? errno : EIO; break; }
+    p += n;
+    left -= size_t(n);
+  }
+  if (::close(fd) != 0 && ok) { ok = false; err = errno; }
+  if (ok && ::rename(temp.c_str(), target.c_str()) != 0) { ok = false; err = errno; }
+  if (!ok) {
+    ::unlink(temp.c_str());
+    throw Error(ErrorCode::InvalidArgument, "cannot write " + target.string() + ": " + std::strerror(err));
+  }
+}
+
 void progress(size_t done, size_t total, const std::string& name, size_t failed) {
   const int width = 30;
   int filled = total ? int(width * done / total) : width;
@@ -113,6 +164,7 @@ void register_run(CLI::App& root, CommonOptions& common) {
     std::vector<fs::path> files = expand_inputs(opts->inputs);
     if (files.empty()) throw Error(ErrorCode::InvalidArgument, "no input images found");
     fs::create_directories(opts->out);
+    const std::set<FileId> inputs = file_ids(files);
     auto pipeline = load_pipeline(common);
     const bool bar = !opts->quiet && isatty(STDERR_FILENO);
     std::set<std::string> used_names;
@@ -133,12 +185,13 @@ void register_run(CLI::App& root, CommonOptions& common) {
         else if (image.format == ImageFormat::Jpeg) { bytes = encode_jpeg(annotate(image.bgr, r)); ext = ".jpg"; }
         else { bytes = encode_png(annotate(image.bgr, r)); ext = ".png"; }
         fs::path target = fs::path(opts->out) / (stem + ext);
-        std::ofstream(target, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
+        write_output(target, bytes.data(), bytes.size(), inputs);
         if (opts->json) {
           nlohmann::json j = {{"file", file.string()}, {"output", target.string()}, {"width", r.width},
                               {"height", r.height}, {"phrases", r.phrases}, {"unmatched", r.unmatched},
                               {"instances", instances_json(r)}, {"mask", server::rle_encode(r.mask)}};
-          std::ofstream(fs::path(opts->out) / (stem + ".json")) << j.dump(2) << "\n";
+          const std::string text = j.dump(2) + "\n";
+          write_output(fs::path(opts->out) / (stem + ".json"), text.data(), text.size(), inputs);
         }
         double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
         if (!bar && !opts->quiet) {
