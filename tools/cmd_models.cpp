@@ -51,8 +51,21 @@ std::vector<RemoteFile> open_vocab_files() {
 
 using rt::sha256_file;  // the same check the pack loader uses
 
+// What one `models fetch` may cost: bytes per file, connect and total time, and only HTTP(S), also in redirects
+// (as for image URLs in src/server/url_fetch.cpp, but a command-line download may use the environment's proxy).
+struct FetchLimits {
+  int64_t max_bytes = int64_t(2) << 30;
+  int connect_timeout_s = 30;
+  int stall_timeout_s = 60;
+  std::chrono::steady_clock::time_point deadline = std::chrono::steady_clock::time_point::max();
+  int total_timeout_s = 0;  // for messages
+};
+
 struct Transfer {
   std::FILE* file = nullptr;
+  uint64_t offset = 0;      // bytes already in the .part
+  int64_t max_bytes = 0;
+  bool too_large = false;
   std::string path;
   CURL* curl = nullptr;
   bool resumed = false;  // the server answered 206 to our Range request
@@ -78,6 +91,8 @@ size_t write_body(char* data, size_t size, size_t count, void* user) {
     }
   }
   if (t->status != 200 && t->status != 206) return n;  // an error page: not written
+  const uint64_t before = t->status == 206 ? t->offset : 0;
+  if (before + t->bytes + n > uint64_t(t->max_bytes)) { t->too_large = true; return 0; }  // no Content-Length, or a lying one
   if (std::fwrite(data, 1, n, t->file) != n) { t->write_failed = true; return 0; }
   t->bytes += n;
   return n;
@@ -92,11 +107,24 @@ struct Attempt {
 };
 
 // One GET of `url` into `part`, continuing after the bytes already there.
-Attempt fetch_once(const std::string& url, const std::string& part, int timeout_s) {
+Attempt fetch_once(const std::string& url, const std::string& part, const FetchLimits& limits) {
   Attempt a;
   std::error_code ec;
   uint64_t offset = fs::exists(part, ec) ? fs::file_size(part, ec) : 0;
+  const auto left = std::chrono::duration_cast<std::chrono::milliseconds>(limits.deadline - std::chrono::steady_clock::now());
+  if (left.count() <= 0) {
+    a.outcome = Outcome::Fatal;
+    a.error = "gave up: the fetch took longer than --timeout " + std::to_string(limits.total_timeout_s) + " s";
+    return a;
+  }
+  if (offset >= uint64_t(limits.max_bytes)) {
+    a.outcome = Outcome::Fatal;
+    a.error = "larger than --max-bytes " + std::to_string(limits.max_bytes);
+    return a;
+  }
   Transfer t;
+  t.offset = offset;
+  t.max_bytes = limits.max_bytes;
   t.path = part;
   t.file = std::fopen(part.c_str(), "ab");
   if (!t.file) {
@@ -108,12 +136,16 @@ Attempt fetch_once(const std::string& url, const std::string& part, int timeout_
   t.curl = curl;
   char errbuf[CURL_ERROR_SIZE] = {0};
   curl_easy_setopt(curl, CURLOPT_URL, url.c_str());
+  curl_easy_setopt(curl, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(curl, CURLOPT_REDIR_PROTOCOLS_STR, "http,https");  // no redirect to file://, ftp://, ...
   curl_easy_setopt(curl, CURLOPT_FOLLOWLOCATION, 1L);
-  curl_easy_setopt(curl, CURLOPT_MAXREDIRS, 10L);
+  curl_easy_setopt(curl, CURLOPT_MAXREDIRS, 5L);
   curl_easy_setopt(curl, CURLOPT_USERAGENT, ("maskmaker/" + version()).c_str());
-  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, 30L);
-  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);  // abort a transfer stalled for timeout_s seconds
-  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, long(timeout_s));
+  curl_easy_setopt(curl, CURLOPT_CONNECTTIMEOUT, long(limits.connect_timeout_s));
+  curl_easy_setopt(curl, CURLOPT_TIMEOUT_MS, long(left.count()));
+  curl_easy_setopt(curl, CURLOPT_MAXFILESIZE_LARGE, curl_off_t(limits.max_bytes - int64_t(offset)));
+  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_LIMIT, 1L);  // abort a transfer stalled for stall_timeout_s seconds
+  curl_easy_setopt(curl, CURLOPT_LOW_SPEED_TIME, long(limits.stall_timeout_s));
   curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
   curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, write_body);
   curl_easy_setopt(curl, CURLOPT_WRITEDATA, &t);
@@ -133,6 +165,16 @@ Attempt fetch_once(const std::string& url, const std::string& part, int timeout_
   if (t.write_failed) {
     a.outcome = Outcome::Fatal;
     a.error = "cannot write " + part + " (disk full?)";
+  } else if (t.too_large || rc == CURLE_FILESIZE_EXCEEDED) {
+    a.outcome = Outcome::Fatal;
+    a.error = "larger than --max-bytes " + std::to_string(limits.max_bytes) + " (from " + url + ")";
+  } else if (rc == CURLE_UNSUPPORTED_PROTOCOL || rc == CURLE_TOO_MANY_REDIRECTS) {
+    a.outcome = Outcome::Fatal;
+    a.error = std::string(curl_easy_strerror(rc)) + (errbuf[0] ? std::string(": ") + errbuf : std::string()) +
+              " (only http and https, at most 5 redirects)";
+  } else if (rc == CURLE_OPERATION_TIMEDOUT && std::chrono::steady_clock::now() >= limits.deadline) {
+    a.outcome = Outcome::Fatal;
+    a.error = "gave up: the fetch took longer than --timeout " + std::to_string(limits.total_timeout_s) + " s";
   } else if (rc != CURLE_OK) {
     a.outcome = Outcome::Retry;  // network trouble: resume from what arrived
     a.error = std::string(curl_easy_strerror(rc)) + (errbuf[0] ? std::string(": ") + errbuf : std::string());
@@ -149,7 +191,7 @@ Attempt fetch_once(const std::string& url, const std::string& part, int timeout_
 
 // Downloads one file into `dir` and checks its sha256; leaves DIR/NAME only when the checksum matches.
 void download_verified(const RemoteFile& f, const std::string& url, const std::string& dir, int retries,
-                       int timeout_s) {
+                       const FetchLimits& limits) {
   const std::string final_path = (fs::path(dir) / f.name).string();
   const std::string part = final_path + ".part";
   std::error_code ec;
@@ -167,7 +209,7 @@ void download_verified(const RemoteFile& f, const std::string& url, const std::s
   std::string last_error;
   for (int attempt = 1; attempt <= retries; ++attempt) {
     const bool had_partial = fs::exists(part, ec) && fs::file_size(part, ec) > 0;
-    Attempt a = fetch_once(url, part, timeout_s);
+    Attempt a = fetch_once(url, part, limits);
     if (a.outcome == Outcome::Fatal) {
       fs::remove(part, ec);
       fail(f.name + ": " + a.error);
@@ -242,6 +284,9 @@ struct FetchOptions {
   std::string segmenter_pack;
   int retries = 3;
   int timeout_s = 60;
+  int64_t max_bytes = int64_t(2) << 30;
+  int connect_timeout_s = 30;
+  int total_timeout_s = 4 * 3600;
 };
 
 int run_fetch(const FetchOptions& o) {
@@ -261,6 +306,12 @@ int run_fetch(const FetchOptions& o) {
   const std::string dir = fs::absolute(o.dir).lexically_normal().string();
   nlohmann::json segmenter = segmenter_from(o.segmenter_pack.empty() ? default_models_dir() : o.segmenter_pack);
 
+  FetchLimits limits;
+  limits.max_bytes = o.max_bytes;
+  limits.connect_timeout_s = o.connect_timeout_s;
+  limits.stall_timeout_s = o.timeout_s;
+  limits.total_timeout_s = o.total_timeout_s;
+  limits.deadline = std::chrono::steady_clock::now() + std::chrono::seconds(o.total_timeout_s);
   curl_global_init(CURL_GLOBAL_DEFAULT);
   struct Cleanup { ~Cleanup() { curl_global_cleanup(); } } cleanup;
   for (const auto& f : files) {
@@ -274,7 +325,7 @@ int run_fetch(const FetchOptions& o) {
       while (!base.empty() && base.back() == '/') base.pop_back();
       url = base + "/" + f.name;
     }
-    download_verified(f, url, dir, o.retries, o.timeout_s);
+    download_verified(f, url, dir, o.retries, limits);
   }
 
   const RemoteFile& det = files[0];
@@ -321,6 +372,12 @@ void register_models(CLI::App& root, CommonOptions&) {
       ->check(CLI::Range(1, 100))->capture_default_str();
   fetch->add_option("--stall-timeout", o->timeout_s, "Give up an attempt after this many seconds without data")
       ->check(CLI::Range(1, 3600))->capture_default_str();
+  fetch->add_option("--max-bytes", o->max_bytes, "Largest file accepted, in bytes")
+      ->check(CLI::Range(int64_t(1), int64_t(1) << 40))->capture_default_str();
+  fetch->add_option("--connect-timeout", o->connect_timeout_s, "Seconds to connect to a server")
+      ->check(CLI::Range(1, 600))->capture_default_str();
+  fetch->add_option("--timeout", o->total_timeout_s, "Seconds for the whole fetch, every file and retry included")
+      ->check(CLI::Range(1, 7 * 24 * 3600))->capture_default_str();
   fetch->add_option("--checksums-file", o->checksums_file, "JSON {file name: sha256} overriding the built-in sums")
       ->group("");  // hidden: tests and private mirrors
   fetch->callback([o] {

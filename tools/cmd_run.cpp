@@ -3,9 +3,13 @@
 #include <chrono>
 #include <filesystem>
 #include <fstream>
+#include <cerrno>
+#include <cstring>
+#include <fcntl.h>
 #include <glob.h>
 #include <iostream>
 #include <set>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <nlohmann/json.hpp>
@@ -65,15 +69,59 @@ nlohmann::json instances_json(const MaskResult& r) {
   return list;
 }
 
+// The files being read, by device and inode (so that another spelling of a path, or a hard link, is the same file).
+using FileId = std::pair<dev_t, ino_t>;
+std::set<FileId> file_ids(const std::vector<fs::path>& files) {
+  std::set<FileId> ids;
+  struct stat st {};
+  for (const auto& f : files)
+    if (::stat(f.c_str(), &st) == 0) ids.emplace(st.st_dev, st.st_ino);
+  return ids;
+}
+
+// Writes an output file safely: never over an input, never through a symbolic link (a link planted where an
+// output goes would otherwise redirect the write anywhere the user can write), and all or nothing (a new file
+// beside the target, renamed over it once complete). Throws with the reason; the caller counts it as a failure.
+void write_output(const fs::path& target, const void* data, size_t size, const std::set<FileId>& inputs) {
+  struct stat st {};
+  if (::lstat(target.c_str(), &st) == 0) {
+    if (S_ISLNK(st.st_mode))
+      throw Error(ErrorCode::InvalidArgument, "refusing to write " + target.string() + ": it is a symbolic link");
+    if (inputs.count({st.st_dev, st.st_ino}))
+      throw Error(ErrorCode::InvalidArgument, "refusing to write " + target.string() + ": it is an input image (choose another --out)");
+    if (!S_ISREG(st.st_mode))
+      throw Error(ErrorCode::InvalidArgument, "refusing to write " + target.string() + ": it is not a regular file");
+  }
+  const fs::path dir = target.has_parent_path() ? target.parent_path() : fs::path(".");
+  std::string temp = (dir / ("." + target.filename().string() + ".XXXXXX")).string();
+  const int fd = ::mkstemp(temp.data());  // O_CREAT | O_EXCL: a fresh file, never an existing link
+  if (fd < 0) throw Error(ErrorCode::InvalidArgument, "cannot write " + target.string() + ": " + std::strerror(errno));
+  const mode_t mask = ::umask(0);
+  ::umask(mask);
+  bool ok = ::fchmod(fd, 0666 & ~mask) == 0;
+  int err = ok ? 0 : errno;
+  const auto* p = static_cast<const char*>(data);
+  for (size_t left = size; ok && left > 0;) {
+    const ssize_t n = ::write(fd, p, left);
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) { ok = false; err = n < 0 ? errno : EIO; break; }
+    p += n;
+    left -= size_t(n);
+  }
+  if (::close(fd) != 0 && ok) { ok = false; err = errno; }
+  if (ok && ::rename(temp.c_str(), target.c_str()) != 0) { ok = false; err = errno; }
+  if (!ok) {
+    ::unlink(temp.c_str());
+    throw Error(ErrorCode::InvalidArgument, "cannot write " + target.string() + ": " + std::strerror(err));
+  }
+}
+
 std::vector<uint8_t> read_file(const fs::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw Error(ErrorCode::InvalidArgument, "cannot open " + path.string());
   return std::vector<uint8_t>((std::istreambuf_iterator<char>(in)), std::istreambuf_iterator<char>());
 }
 
-void write_bytes(const fs::path& path, const std::vector<uint8_t>& bytes) {
-  std::ofstream(path, std::ios::binary).write(reinterpret_cast<const char*>(bytes.data()), std::streamsize(bytes.size()));
-}
 
 void add_crop_options(CLI::App& run, bool& crop, CropParams& p) {
   auto* flag = run.add_flag("--crop", crop,
@@ -92,15 +140,16 @@ void add_crop_options(CLI::App& run, bool& crop, CropParams& p) {
 
 // The crop's files and its part of --json ({"crop": ...} or {"crop": null, "crop_reason": ...}).
 nlohmann::json write_crop(bool wanted, const CropParams& params, const cv::Mat& bgr, const cv::Mat& mask,
-                          const fs::path& stem) {
+                          const fs::path& stem, const std::set<FileId>& inputs) {
   if (!wanted) return nullptr;
   std::optional<InpaintCrop> crop = crop_for_inpainting(bgr, mask, params);
   if (!crop) return {{"crop", nullptr}, {"crop_reason", "the mask is empty: nothing to crop"}};
   nlohmann::json j = service::crop_geometry_json(crop->geometry);
   j["image"] = stem.string() + ".crop.png";
   j["mask"] = stem.string() + ".crop-mask.png";
-  write_bytes(j["image"].get<std::string>(), encode_png(crop->image));
-  write_bytes(j["mask"].get<std::string>(), encode_png(crop->mask));
+  const std::vector<uint8_t> image = encode_png(crop->image), mask_png = encode_png(crop->mask);
+  write_output(j["image"].get<std::string>(), image.data(), image.size(), inputs);
+  write_output(j["mask"].get<std::string>(), mask_png.data(), mask_png.size(), inputs);
   return {{"crop", j}};
 }
 
@@ -158,6 +207,7 @@ void register_run(CLI::App& root, CommonOptions& common) {
     std::vector<fs::path> files = expand_inputs(opts->inputs);
     if (files.empty()) throw Error(ErrorCode::InvalidArgument, "no input images found");
     fs::create_directories(opts->out);
+    const std::set<FileId> inputs = file_ids(files);
     auto pipeline = load_pipeline(common);
     const bool bar = !opts->quiet && isatty(STDERR_FILENO);
     std::set<std::string> used_names;
@@ -175,14 +225,16 @@ void register_run(CLI::App& root, CommonOptions& common) {
         used_names.insert(stem);
         const std::string ext = answer.content_type == "image/jpeg" ? ".jpg" : ".png";
         fs::path target = fs::path(opts->out) / (stem + ext);
-        std::ofstream(target, std::ios::binary).write(answer.body.data(), std::streamsize(answer.body.size()));
-        nlohmann::json crop_j = write_crop(opts->crop, opts->crop_params, answer.image.bgr, r.mask, fs::path(opts->out) / stem);
+        write_output(target, answer.body.data(), answer.body.size(), inputs);
+        nlohmann::json crop_j = write_crop(opts->crop, opts->crop_params, answer.image.bgr, r.mask,
+                                           fs::path(opts->out) / stem, inputs);
         if (opts->json) {
           nlohmann::json j = {{"file", file.string()}, {"output", target.string()}, {"width", r.width},
                               {"height", r.height}, {"phrases", r.phrases}, {"unmatched", r.unmatched},
                               {"instances", instances_json(r)}, {"mask", service::rle_encode(r.mask)}};
           if (opts->crop) j.update(crop_j);
-          std::ofstream(fs::path(opts->out) / (stem + ".json")) << j.dump(2) << "\n";
+          const std::string text = j.dump(2) + "\n";
+          write_output(fs::path(opts->out) / (stem + ".json"), text.data(), text.size(), inputs);
         }
         double ms = std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - started).count();
         if (!bar && !opts->quiet) {

@@ -36,6 +36,7 @@ enum class ErrorCode {
   RateLimited,       // key over its rate
   NotFound,          // unknown resource
   ModelError,        // a model file is missing, corrupt or has an unexpected contract
+  StorageUnavailable,  // the keys/jobs database is busy, full, read-only, failing I/O or unreachable (retry later)
   Internal,
 };
 
@@ -154,9 +155,13 @@ class Pipeline {
   static std::unique_ptr<Pipeline> load(const PipelineOptions& options);
   virtual ~Pipeline() = default;
 
-  // Thread-safe; sessions are shared.
-  virtual MaskResult run(const cv::Mat& bgr, std::string_view prompt, const MaskParams& params) = 0;
-  MaskResult run(const DecodedImage& image, std::string_view prompt, const MaskParams& params);
+  // Thread-safe; sessions are shared. cache_scope is mixed into the keys of the per-image caches (embeddings,
+  // detector boxes, masks): entries are shared only between calls with the same scope. The server passes the API
+  // key's id, so that a fast (cached) answer never tells one tenant that another sent the same image.
+  virtual MaskResult run(const cv::Mat& bgr, std::string_view prompt, const MaskParams& params,
+                         std::string_view cache_scope = {}) = 0;
+  MaskResult run(const DecodedImage& image, std::string_view prompt, const MaskParams& params,
+                 std::string_view cache_scope = {});
 
   virtual std::string pack_name() const = 0;
   virtual std::string pack_dir() const = 0;

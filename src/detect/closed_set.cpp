@@ -19,7 +19,7 @@ class ClosedSetDetector final : public Detector {
       : model_(std::move(model)), names_(std::move(names)), matcher_(names_), options_(options) {}
 
   DetectorOutput detect(const cv::Mat& bgr, const std::vector<std::string>& phrases, float conf,
-                        uint64_t image_key) override {
+                        const ContentKey& image_key) override {
     DetectorOutput out;
     out.colour_hints.resize(phrases.size());
     std::map<int, size_t> phrase_of_class;  // two phrases naming one class share its instances (first wins)
@@ -46,7 +46,7 @@ class ClosedSetDetector final : public Detector {
     for (const cv::Rect& tile : tiles(bgr.size())) frames.push_back(tile);
     // Every class's boxes come out of one run, whatever the phrases: keep them per image at a low floor, so the
     // same image with another prompt or threshold (>= the floor) filters the cached boxes instead of re-running.
-    const bool cacheable = image_key != 0 && conf >= kCacheFloor;
+    const bool cacheable = !image_key.empty() && conf >= kCacheFloor;
     std::shared_ptr<const FrameBoxes> found;
     if (cacheable) {
       if (auto hit = cache_.get(image_key)) found = *hit;
@@ -99,7 +99,7 @@ class ClosedSetDetector final : public Detector {
   static constexpr size_t kCacheEntries = 64;  // a few hundred boxes each: kilobytes
 
   std::unique_ptr<ClassDetectorModel> model_;
-  LruCache<uint64_t, std::shared_ptr<const FrameBoxes>> cache_{kCacheEntries};
+  LruCache<ContentKey, std::shared_ptr<const FrameBoxes>, ContentKeyHash> cache_{kCacheEntries};
   std::vector<std::string> names_;
   PhraseMatcher matcher_;
   ClosedSetOptions options_;

@@ -7,6 +7,7 @@
 
 #include <opencv2/core.hpp>
 
+#include "image/content_key.hpp"
 #include "maskmaker/maskmaker.hpp"
 #include "runtime/ort_runtime.hpp"
 
@@ -28,10 +29,10 @@ struct DetectorOutput {
 class Detector {
  public:
   virtual ~Detector() = default;
-  // image_key: a content hash of bgr, or 0. Detectors whose raw output does not depend on the phrases (the
+  // image_key: bgr's content_key() (scope included), or empty. Detectors whose raw output does not depend on the phrases (the
   // closed-set ones) cache it per key, so the same image with another prompt skips the model.
   virtual DetectorOutput detect(const cv::Mat& bgr, const std::vector<std::string>& phrases, float conf_thresh,
-                                uint64_t image_key = 0) = 0;
+                                const ContentKey& image_key = {}) = 0;
   virtual std::vector<std::string> labels() const { return {}; }  // closed-set class names
   virtual std::string name() const = 0;
   // Text-embedding cache counters (open-vocabulary detectors); 0 for closed-set ones.

@@ -137,7 +137,7 @@ std::vector<Candidate> YoloWorldDetector::detect_embeddings(const cv::Mat& bgr, 
 }
 
 DetectorOutput YoloWorldDetector::detect(const cv::Mat& bgr, const std::vector<std::string>& phrases, float conf,
-                                         uint64_t /*image_key: the output depends on the phrases*/) {
+                                         const ContentKey& /*image_key: the output depends on the phrases*/) {
   DetectorOutput out;
   out.colour_hints.assign(phrases.size(), std::string());  // colours are part of what CLIP reads
   if (phrases.empty()) return out;

@@ -26,7 +26,7 @@ class YoloWorldDetector final : public Detector {
                     const rt::SessionConfig& config, YoloWorldOptions options = {});
 
   DetectorOutput detect(const cv::Mat& bgr, const std::vector<std::string>& phrases, float conf_thresh,
-                        uint64_t image_key = 0) override;
+                        const ContentKey& image_key = {}) override;
   std::string name() const override { return "yolo-world"; }
   uint64_t text_cache_hits() const override { return text_->cache_hits(); }
   uint64_t text_cache_misses() const override { return text_->cache_misses(); }

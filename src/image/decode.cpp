@@ -1,9 +1,16 @@
-// Image decoding: format sniffing, header-only size checks (so a pixel bomb is refused before any
-// allocation), EXIF orientation, alpha and bit-depth normalisation to 8-bit BGR.
+// Image decoding: format sniffing, size checks from each decoder's own header parse (so a pixel bomb is refused
+// before any allocation), EXIF orientation, alpha and bit-depth normalisation to 8-bit BGR.
 #include <algorithm>
+#include <csetjmp>
+#include <cstdio>
 #include <cstring>
 #include <fstream>
 #include <iterator>
+
+#include <jpeglib.h>
+#include <jerror.h>  // JWRN_EXTRANEOUS_DATA, JERR_IMAGE_TOO_BIG
+#include <png.h>
+#include <tiffio.h>
 
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
@@ -17,27 +24,157 @@
 namespace maskmaker {
 namespace {
 
-uint32_t be32(const uint8_t* p) { return (uint32_t(p[0]) << 24) | (uint32_t(p[1]) << 16) | (uint32_t(p[2]) << 8) | p[3]; }
-uint16_t be16(const uint8_t* p) { return uint16_t((p[0] << 8) | p[1]); }
 uint16_t le16(const uint8_t* p) { return uint16_t(p[0] | (p[1] << 8)); }
 int32_t le32s(const uint8_t* p) { return int32_t(uint32_t(p[0]) | (uint32_t(p[1]) << 8) | (uint32_t(p[2]) << 16) | (uint32_t(p[3]) << 24)); }
 
+// Every size below comes from the header parse of the library that decodes the pixels (OpenCV links the same
+// libjpeg, libpng, libtiff and libwebp; GIF is ours through giflib; BMP is OpenCV's own reader, mirrored), so a
+// file cannot show a small size to this check and a large one to the decoder. A hand-written sniffer did: it read
+// an FF 00 pair as a marker with a length and stepped over a hidden SOF that libjpeg resynchronised onto, and kept
+// the last of duplicate TIFF size tags where libtiff keeps the first.
+
+// libjpeg: errors longjmp out; a warning that it skipped bytes to find a marker means the file shows different
+// headers to different readers, and is refused.
+struct JpegErrors {
+  jpeg_error_mgr pub;
+  std::jmp_buf jump;
+  bool resynchronised = false;
+};
+
+void jpeg_fail(j_common_ptr c) { std::longjmp(reinterpret_cast<JpegErrors*>(c->err)->jump, 1); }
+
+void jpeg_message(j_common_ptr c, int level) {
+  if (level < 0 && c->err->msg_code == JWRN_EXTRANEOUS_DATA) reinterpret_cast<JpegErrors*>(c->err)->resynchronised = true;
+}
+
 std::optional<cv::Size> jpeg_size(std::span<const uint8_t> b) {
-  size_t i = 2;
-  while (i + 4 <= b.size()) {
-    if (b[i] != 0xFF) return std::nullopt;
-    uint8_t marker = b[i + 1];
-    if (marker == 0xFF) { ++i; continue; }  // fill byte
-    if (marker == 0xD8 || marker == 0x01 || (marker >= 0xD0 && marker <= 0xD7)) { i += 2; continue; }
-    uint16_t len = be16(&b[i + 2]);
-    if (len < 2) return std::nullopt;
-    bool sof = marker >= 0xC0 && marker <= 0xCF && marker != 0xC4 && marker != 0xC8 && marker != 0xCC;
-    if (sof) {
-      if (i + 9 > b.size()) return std::nullopt;
-      return cv::Size(be16(&b[i + 7]), be16(&b[i + 5]));
-    }
-    i += 2 + len;
+  jpeg_decompress_struct cinfo;
+  std::memset(&cinfo, 0, sizeof cinfo);
+  JpegErrors errors;
+  cinfo.err = jpeg_std_error(&errors.pub);
+  errors.pub.error_exit = jpeg_fail;
+  errors.pub.emit_message = jpeg_message;
+  if (setjmp(errors.jump)) {  // no C++ object with a destructor lives between here and the longjmps
+    // Over libjpeg's own cap (65500 a side): the size it read is reported, so the pixel limit names it.
+    const bool too_big = errors.pub.msg_code == JERR_IMAGE_TOO_BIG && !errors.resynchronised;
+    const cv::Size declared(int(std::min<JDIMENSION>(cinfo.image_width, INT32_MAX)),
+                            int(std::min<JDIMENSION>(cinfo.image_height, INT32_MAX)));
+    jpeg_destroy_decompress(&cinfo);
+    if (!too_big) return std::nullopt;
+    return declared;
   }
+  jpeg_create_decompress(&cinfo);
+  jpeg_mem_src(&cinfo, b.data(), static_cast<unsigned long>(b.size()));
+  const bool ok = jpeg_read_header(&cinfo, TRUE) == JPEG_HEADER_OK && !errors.resynchronised &&
+                  cinfo.image_width <= INT32_MAX && cinfo.image_height <= INT32_MAX;
+  const cv::Size size(int(cinfo.image_width), int(cinfo.image_height));
+  jpeg_destroy_decompress(&cinfo);
+  if (!ok) return std::nullopt;
+  return size;
+}
+
+// libpng: png_read_info reads the signature, IHDR (checked: CRC, depth, colour type) and the chunks before IDAT.
+struct PngSource {
+  std::span<const uint8_t> bytes;
+  size_t pos = 0;
+  bool past_ihdr = false;  // libpng asked for bytes after IHDR: it read, checked (CRC, fields) and kept it
+};
+constexpr size_t kPngIhdrEnd = 8 + 8 + 13 + 4;  // signature, chunk length and type, IHDR data, CRC
+
+void png_read_memory(png_structp png, png_bytep out, size_t n) {
+  auto* src = static_cast<PngSource*>(png_get_io_ptr(png));
+  if (src->pos >= kPngIhdrEnd) src->past_ihdr = true;
+  if (n > src->bytes.size() - src->pos) png_error(png, "truncated");
+  std::memcpy(out, src->bytes.data() + src->pos, n);
+  src->pos += n;
+}
+
+void png_quiet(png_structp, png_const_charp) {}
+
+std::optional<cv::Size> png_size(std::span<const uint8_t> b) {
+  png_structp png = png_create_read_struct(PNG_LIBPNG_VER_STRING, nullptr, nullptr, png_quiet);
+  if (!png) return std::nullopt;
+  png_infop info = png_create_info_struct(png);
+  if (!info) {
+    png_destroy_read_struct(&png, nullptr, nullptr);
+    return std::nullopt;
+  }
+  PngSource src{b};
+  if (setjmp(png_jmpbuf(png))) {
+    // A fault after IHDR (a truncated file, a bad later chunk) is the decoder's to report; the size libpng
+    // accepted is the one it would allocate for, so the pixel limit still applies to it.
+    const bool sized = src.past_ihdr;
+    const cv::Size size(int(png_get_image_width(png, info)), int(png_get_image_height(png, info)));
+    png_destroy_read_struct(&png, &info, nullptr);
+    if (!sized) return std::nullopt;
+    return size;
+  }
+  png_set_read_fn(png, &src, png_read_memory);
+  // libpng's own default (1,000,000 a side) would turn an honest 30000x30000 into "cannot read the header"; the
+  // pixel limit is the caller's.
+  png_set_user_limits(png, 0x7fffffff, 0x7fffffff);
+  png_read_info(png, info);
+  const cv::Size size(int(png_get_image_width(png, info)), int(png_get_image_height(png, info)));
+  png_destroy_read_struct(&png, &info, nullptr);
+  return size;
+}
+
+// libtiff, from memory, first directory (the page OpenCV decodes); its messages go nowhere.
+struct TiffSource {
+  std::span<const uint8_t> bytes;
+  toff_t pos = 0;
+};
+
+tmsize_t tiff_read(thandle_t h, void* out, tmsize_t n) {
+  auto* src = static_cast<TiffSource*>(h);
+  if (n < 0 || src->pos >= src->bytes.size()) return 0;
+  const size_t take = std::min<size_t>(size_t(n), src->bytes.size() - size_t(src->pos));
+  std::memcpy(out, src->bytes.data() + src->pos, take);
+  src->pos += take;
+  return tmsize_t(take);
+}
+tmsize_t tiff_write(thandle_t, void*, tmsize_t) { return 0; }
+toff_t tiff_seek(thandle_t h, toff_t off, int whence) {
+  auto* src = static_cast<TiffSource*>(h);
+  const toff_t base = whence == SEEK_CUR ? src->pos : whence == SEEK_END ? toff_t(src->bytes.size()) : 0;
+  src->pos = base + off;
+  return src->pos;
+}
+int tiff_close(thandle_t) { return 0; }
+toff_t tiff_size(thandle_t h) { return static_cast<TiffSource*>(h)->bytes.size(); }
+int tiff_map(thandle_t, void**, toff_t*) { return 0; }
+void tiff_unmap(thandle_t, void*, toff_t) {}
+int tiff_quiet(TIFF*, void*, const char*, const char*, va_list) { return 1; }
+
+std::optional<cv::Size> tiff_size(std::span<const uint8_t> b) {
+  TiffSource src{b};
+  TIFFOpenOptions* opts = TIFFOpenOptionsAlloc();
+  if (!opts) return std::nullopt;
+  TIFFOpenOptionsSetErrorHandlerExtR(opts, tiff_quiet, nullptr);
+  TIFFOpenOptionsSetWarningHandlerExtR(opts, tiff_quiet, nullptr);
+  TIFFOpenOptionsSetMaxSingleMemAlloc(opts, 64 << 20);  // the directory itself; pixels are bounded by the caller
+  TIFF* tif = TIFFClientOpenExt("image", "rm", &src, tiff_read, tiff_write, tiff_seek, tiff_close, tiff_size, tiff_map,
+                                tiff_unmap, opts);
+  TIFFOpenOptionsFree(opts);
+  if (!tif) return std::nullopt;
+  uint32_t w = 0, h = 0;
+  const bool ok = TIFFGetField(tif, TIFFTAG_IMAGEWIDTH, &w) == 1 && TIFFGetField(tif, TIFFTAG_IMAGELENGTH, &h) == 1;
+  TIFFClose(tif);
+  if (!ok) return std::nullopt;
+  return cv::Size(int(std::min<uint32_t>(w, INT32_MAX)), int(std::min<uint32_t>(h, INT32_MAX)));
+}
+
+// OpenCV's BMP reader (grfmt_bmp.cpp): a 40+ byte info header has 32-bit signed sizes (negative height = rows
+// top-down), the 12-byte OS/2 core header 16-bit ones; any other header size is refused.
+std::optional<cv::Size> bmp_size(std::span<const uint8_t> b) {
+  if (b.size() < 26) return std::nullopt;
+  const int32_t header = le32s(&b[14]);
+  if (header >= 36) {
+    const int32_t w = le32s(&b[18]), h = le32s(&b[22]);
+    if (w < 0 || h == INT32_MIN) return std::nullopt;
+    return cv::Size(w, std::abs(h));
+  }
+  if (header == 12) return cv::Size(le16(&b[18]), le16(&b[20]));
   return std::nullopt;
 }
 
@@ -105,45 +242,15 @@ ImageFormat sniff_image_format(std::span<const uint8_t> b) {
 std::optional<cv::Size> read_image_size(std::span<const uint8_t> b) {
   switch (sniff_image_format(b)) {
     case ImageFormat::Jpeg: return jpeg_size(b);
-    case ImageFormat::Png:
-      if (b.size() < 24 || std::memcmp(b.data() + 12, "IHDR", 4) != 0) return std::nullopt;
-      if (be32(&b[16]) > INT32_MAX || be32(&b[20]) > INT32_MAX) return std::nullopt;
-      return cv::Size(int(be32(&b[16])), int(be32(&b[20])));
-    case ImageFormat::Gif:
-      if (b.size() < 10) return std::nullopt;
-      return cv::Size(le16(&b[6]), le16(&b[8]));
-    case ImageFormat::Bmp: {
-      int32_t w = le32s(&b[18]), h = le32s(&b[22]);
-      if (w < 0 || h == INT32_MIN) return std::nullopt;
-      return cv::Size(w, std::abs(h));
-    }
+    case ImageFormat::Png: return png_size(b);
+    case ImageFormat::Gif: return gif_screen_size(b);
+    case ImageFormat::Bmp: return bmp_size(b);
     case ImageFormat::WebP: {
       int w = 0, h = 0;
       if (!WebPGetInfo(b.data(), b.size(), &w, &h)) return std::nullopt;
       return cv::Size(w, h);
     }
-    case ImageFormat::Tiff: {
-      int w = 0, h = 0, comp = 0;
-      // TIFF headers put the size in an IFD; stb does not read TIFF, so read the first IFD here.
-      (void)comp;
-      bool le = b[0] == 'I';
-      auto rd16 = [&](size_t o) -> uint32_t { return le ? le16(&b[o]) : be16(&b[o]); };
-      auto rd32 = [&](size_t o) -> uint32_t { return le ? uint32_t(le32s(&b[o])) : be32(&b[o]); };
-      if (b.size() < 8) return std::nullopt;
-      size_t ifd = rd32(4);
-      if (ifd + 2 > b.size()) return std::nullopt;
-      size_t n = rd16(ifd);
-      for (size_t k = 0; k < n; ++k) {
-        size_t e = ifd + 2 + 12 * k;
-        if (e + 12 > b.size()) return std::nullopt;
-        uint32_t tag = rd16(e), type = rd16(e + 2);
-        uint32_t value = type == 3 ? rd16(e + 8) : rd32(e + 8);
-        if (tag == 256) w = int(std::min<uint32_t>(value, INT32_MAX));
-        if (tag == 257) h = int(std::min<uint32_t>(value, INT32_MAX));
-      }
-      if (w <= 0 && h <= 0) return std::nullopt;
-      return cv::Size(w, h);
-    }
+    case ImageFormat::Tiff: return tiff_size(b);
     default: return std::nullopt;
   }
 }
@@ -192,6 +299,10 @@ DecodedImage decode_image(std::span<const uint8_t> bytes, const DecodeLimits& li
     }
   }
   if (decoded.empty()) {
+    throw Error(ErrorCode::BadImage, std::string("the ") + fmt + " image is corrupt or truncated and cannot be decoded",
+                "image");
+  }
+  if (decoded.size() != *size) {  // the decoder disagrees with its own header: never trust either
     throw Error(ErrorCode::BadImage, std::string("the ") + fmt + " image is corrupt or truncated and cannot be decoded",
                 "image");
   }

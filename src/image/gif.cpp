@@ -26,6 +26,16 @@ int read_bytes(GifFileType* gif, GifByteType* out, int n) {
 
 }  // namespace
 
+std::optional<cv::Size> gif_screen_size(std::span<const uint8_t> bytes) {
+  Reader reader{bytes};
+  int error = 0;
+  GifFileType* gif = DGifOpen(&reader, read_bytes, &error);
+  if (!gif) return std::nullopt;
+  const cv::Size size(gif->SWidth, gif->SHeight);
+  DGifCloseFile(gif, &error);
+  return size;
+}
+
 cv::Mat decode_gif_first_frame(std::span<const uint8_t> bytes, int64_t max_pixels) {
   Reader reader{bytes};
   int error = 0;

@@ -10,6 +10,7 @@
 #include <opencv2/imgproc.hpp>
 #include <spdlog/spdlog.h>
 
+#include "image/content_key.hpp"
 #include "image/geometry.hpp"
 #include "maskmaker/maskmaker.hpp"
 #include "pipeline/colour.hpp"
@@ -32,26 +33,16 @@ std::string lower_trim(std::string_view s) {
   return out;
 }
 
-// Content hash of the decoded pixels: the image-embedding cache key.
-struct PixelKey {
-  size_t hash = 0;
-  int w = 0, h = 0;
-  bool operator==(const PixelKey&) const = default;
-};
-struct PixelKeyHash {
-  size_t operator()(const PixelKey& k) const { return k.hash ^ (size_t(k.w) << 20) ^ size_t(k.h); }
-};
-
 // An instance mask is a function of the pixels and the box: cached, so that re-running the same image and
 // prompt with other grow/feather/invert settings (a slider in a UI) skips the decoder.
 struct MaskKey {
-  PixelKey image;
+  ContentKey image;
   std::array<float, 4> box{};
   bool operator==(const MaskKey&) const = default;
 };
 struct MaskKeyHash {
   size_t operator()(const MaskKey& k) const {
-    size_t h = PixelKeyHash{}(k.image);
+    size_t h = ContentKeyHash{}(k.image);
     for (float v : k.box) h = h * 1000003u ^ std::hash<float>{}(v);
     return h;
   }
@@ -60,12 +51,6 @@ struct CachedMask {
   cv::Rect region;  // where the mask's pixels are; zero elsewhere
   cv::Mat pixels;   // CV_8UC1 of region's size
 };
-
-PixelKey pixel_key(const cv::Mat& bgr) {
-  cv::Mat c = bgr.isContinuous() ? bgr : bgr.clone();
-  std::string_view bytes(reinterpret_cast<const char*>(c.data), c.total() * c.elemSize());
-  return PixelKey{std::hash<std::string_view>{}(bytes), c.cols, c.rows};
-}
 
 // Drops connected components far smaller than the instance's main part (SAM leaves isolated specks that a
 // grown mask would turn into dots), within the box region only, where the mask lives.
@@ -98,7 +83,8 @@ class PipelineImpl final : public Pipeline {
         embeddings_(options.image_cache_entries),
         masks_(options.image_cache_entries == 0 ? 0 : kMaskCacheBytes) {}
 
-  MaskResult run(const cv::Mat& bgr, std::string_view prompt, const MaskParams& params) override {
+  MaskResult run(const cv::Mat& bgr, std::string_view prompt, const MaskParams& params,
+                 std::string_view cache_scope) override {
     validate(params);
     if (bgr.empty() || bgr.type() != CV_8UC3) throw Error(ErrorCode::BadImage, "image is empty or not 8-bit colour", "image");
     MaskResult result;
@@ -118,10 +104,10 @@ class PipelineImpl final : public Pipeline {
 
     // Detect, then NMS per phrase.
     auto t = Clock::now();
-    // One content hash keys both per-image caches: the detector's boxes and the segmenter's embedding.
-    const PixelKey key = pixel_key(bgr);
-    const uint64_t detection_key = PixelKeyHash{}(key) | 1;  // never 0 (= uncached)
-    DetectorOutput det = pack_.detector->detect(bgr, queries, params.confidence_thresh, detection_key);
+    // One content key (SHA-256 of the pixels and the caller's scope) keys every per-image cache: the detector's
+    // boxes, the segmenter's embedding and the instance masks.
+    const ContentKey key = content_key(bgr, cache_scope);
+    DetectorOutput det = pack_.detector->detect(bgr, queries, params.confidence_thresh, key);
     for (const auto& u : det.unmatched) {
       if (std::find(result.phrases.begin(), result.phrases.end(), u) != result.phrases.end())
         result.unmatched.push_back(u);
@@ -263,11 +249,11 @@ class PipelineImpl final : public Pipeline {
   }
   static constexpr float kMinColourShare = 0.15f;
 
-  static MaskKey mask_key(const PixelKey& image, const Box& box) { return {image, {box.x1, box.y1, box.x2, box.y2}}; }
+  static MaskKey mask_key(const ContentKey& image, const Box& box) { return {image, {box.x1, box.y1, box.x2, box.y2}}; }
   static constexpr size_t kMaskCacheBytes = size_t(64) << 20;  // instance masks, cropped to their bounding box
 
   ModelPack pack_;
-  LruCache<PixelKey, std::shared_ptr<const ImageEmbedding>, PixelKeyHash> embeddings_;
+  LruCache<ContentKey, std::shared_ptr<const ImageEmbedding>, ContentKeyHash> embeddings_;
   LruCache<MaskKey, std::shared_ptr<const CachedMask>, MaskKeyHash> masks_;
 };
 
@@ -291,6 +277,7 @@ const char* error_code_name(ErrorCode code) {
     case ErrorCode::RateLimited: return "rate_limited";
     case ErrorCode::NotFound: return "not_found";
     case ErrorCode::ModelError: return "model_error";
+    case ErrorCode::StorageUnavailable: return "storage_unavailable";
     default: return "internal";
   }
 }
@@ -317,8 +304,9 @@ std::vector<std::string> split_prompt(std::string_view prompt) {
   return out;
 }
 
-MaskResult Pipeline::run(const DecodedImage& image, std::string_view prompt, const MaskParams& params) {
-  return run(image.bgr, prompt, params);
+MaskResult Pipeline::run(const DecodedImage& image, std::string_view prompt, const MaskParams& params,
+                         std::string_view cache_scope) {
+  return run(image.bgr, prompt, params, cache_scope);
 }
 
 std::string default_models_dir() {

@@ -6,5 +6,7 @@
 namespace maskmaker::server {
 
 int http_status(ErrorCode code);
+// The Retry-After (seconds) that goes with an error's answer; 0 for none.
+int retry_after_seconds(ErrorCode code);
 
 }  // namespace maskmaker::server

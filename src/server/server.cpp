@@ -348,7 +348,7 @@ class Service {
       message = "internal error (request id " + t_log.id + ")";
     }
     if (e.retry_after() > 0) res.set_header("Retry-After", std::to_string(e.retry_after()));
-    else if (e.code() == ErrorCode::NotReady || e.code() == ErrorCode::Overloaded) res.set_header("Retry-After", "2");
+    else if (int s = retry_after_seconds(e.code())) res.set_header("Retry-After", std::to_string(s));
     t_log.error = message;
     set_json_error(res, status, message);
   }

@@ -6,6 +6,7 @@
 
 #include <openssl/evp.h>
 #include <openssl/rand.h>
+#include <spdlog/spdlog.h>
 #include <sqlite3.h>
 
 #include "maskmaker/maskmaker.hpp"
@@ -20,20 +21,58 @@ std::string hex(const unsigned char* p, size_t n) {
   return s;
 }
 
-struct Stmt {
-  sqlite3_stmt* s = nullptr;
-  Stmt(sqlite3* db, const char* sql) {
-    if (sqlite3_prepare_v2(db, sql, -1, &s, nullptr) != SQLITE_OK)
-      throw Error(ErrorCode::Internal, std::string("keys database: ") + sqlite3_errmsg(db));
+// Every SQLite result is checked. A database that is busy (another process holds the write lock past the busy
+// timeout), full, read-only, failing I/O or otherwise unusable is StorageUnavailable (503 + Retry-After, nothing
+// charged), never an empty answer that would read as "unknown key" (401) or "no credits left" (406).
+[[noreturn]] void fail(sqlite3* db, int rc) {
+  const std::string detail = std::string(sqlite3_errstr(rc)) + " (" + (db ? sqlite3_errmsg(db) : "no connection") + ")";
+  switch (rc & 0xFF) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+    case SQLITE_NOMEM:
+    case SQLITE_PROTOCOL:
+    case SQLITE_CORRUPT:
+    case SQLITE_NOTADB:
+      spdlog::error("keys database: {}", detail);
+      throw Error(ErrorCode::StorageUnavailable, "the keys database is unavailable: retry shortly");
+    default: throw Error(ErrorCode::Internal, "keys database: " + detail);
   }
+}
+
+void check(sqlite3* db, int rc) {
+  if (rc != SQLITE_OK) fail(db, rc);
+}
+
+struct Stmt {
+  sqlite3* db;
+  sqlite3_stmt* s = nullptr;
+  Stmt(sqlite3* d, const char* sql) : db(d) { check(db, sqlite3_prepare_v2(db, sql, -1, &s, nullptr)); }
   ~Stmt() { sqlite3_finalize(s); }
-  Stmt& bind(int i, int64_t v) { sqlite3_bind_int64(s, i, v); return *this; }
-  Stmt& bind(int i, const std::string& v) { sqlite3_bind_text(s, i, v.c_str(), int(v.size()), SQLITE_TRANSIENT); return *this; }
-  Stmt& bind(int i, const std::optional<int64_t>& v) {
-    if (v) sqlite3_bind_int64(s, i, *v); else sqlite3_bind_null(s, i);
+  Stmt& bind(int i, int64_t v) { check(db, sqlite3_bind_int64(s, i, v)); return *this; }
+  Stmt& bind(int i, const std::string& v) {
+    check(db, sqlite3_bind_text(s, i, v.c_str(), int(v.size()), SQLITE_TRANSIENT));
     return *this;
   }
-  int step() { return sqlite3_step(s); }
+  Stmt& bind(int i, const std::optional<int64_t>& v) {
+    check(db, v ? sqlite3_bind_int64(s, i, *v) : sqlite3_bind_null(s, i));
+    return *this;
+  }
+  // SQLITE_ROW or SQLITE_DONE; anything else throws.
+  int step() {
+    const int rc = sqlite3_step(s);
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) fail(db, rc);
+    return rc;
+  }
+  // For UPDATE ... RETURNING: the change is committed when the statement runs to its end, and a failing commit
+  // (busy, I/O) is only reported there, not by the first step's row.
+  void finish() {
+    while (step() == SQLITE_ROW) {
+    }
+  }
 };
 
 std::optional<int64_t> opt_int(sqlite3_stmt* s, int col) {
@@ -92,7 +131,7 @@ KeysDb::KeysDb(const std::string& path) : path_(path) {
     db_ = nullptr;
     throw Error(ErrorCode::InvalidArgument, "cannot open keys database " + path + ": " + msg);
   }
-  sqlite3_busy_timeout(db_, 5000);
+  check(db_, sqlite3_busy_timeout(db_, 5000));
   exec("PRAGMA journal_mode=WAL");
   exec("PRAGMA synchronous=NORMAL");
   // A delimited raw string: with R"( the first )" would end it and cut the table's closing parenthesis.
@@ -114,12 +153,8 @@ KeysDb::KeysDb(const std::string& path) : path_(path) {
 KeysDb::~KeysDb() { sqlite3_close(db_); }
 
 void KeysDb::exec(const char* sql) {
-  char* err = nullptr;
-  if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string msg = err ? err : "unknown error";
-    sqlite3_free(err);
-    throw Error(ErrorCode::Internal, "keys database: " + msg);
-  }
+  const int rc = sqlite3_exec(db_, sql, nullptr, nullptr, nullptr);
+  if (rc != SQLITE_OK) fail(db_, rc);
 }
 
 std::pair<std::string, KeyRecord> KeysDb::add(const std::string& name, std::optional<int64_t> credits,
@@ -128,11 +163,11 @@ std::pair<std::string, KeyRecord> KeysDb::add(const std::string& name, std::opti
   std::lock_guard lock(mutex_);
   Stmt st(db_, "INSERT INTO keys (name, key_hash, prefix, credits, rate_per_minute, endpoints) VALUES (?, ?, ?, ?, ?, ?)");
   st.bind(1, name).bind(2, hash_key(key)).bind(3, key.substr(0, 7)).bind(4, credits).bind(5, rate).bind(6, endpoints);
-  if (st.step() != SQLITE_DONE) throw Error(ErrorCode::Internal, std::string("keys database: ") + sqlite3_errmsg(db_));
+  st.step();
   int64_t id = sqlite3_last_insert_rowid(db_);
   Stmt q(db_, (std::string("SELECT ") + kColumns + " FROM keys WHERE id = ?").c_str());
   q.bind(1, id);
-  q.step();
+  if (q.step() != SQLITE_ROW) throw Error(ErrorCode::Internal, "keys database: the new key is not there");
   return {key, read_record(q.s)};
 }
 
@@ -172,7 +207,9 @@ std::optional<int64_t> KeysDb::add_credits(int64_t id, int64_t amount) {
   Stmt st(db_, "UPDATE keys SET credits = MAX(0, COALESCE(credits, 0) + ?) WHERE id = ? RETURNING credits");
   st.bind(1, amount).bind(2, id);
   if (st.step() != SQLITE_ROW) return std::nullopt;
-  return sqlite3_column_int64(st.s, 0);
+  const int64_t credits = sqlite3_column_int64(st.s, 0);
+  st.finish();
+  return credits;
 }
 
 bool KeysDb::set_unlimited(int64_t id) {
@@ -189,7 +226,9 @@ bool KeysDb::consume(int64_t id, std::optional<int64_t>& remaining) {
                "WHERE id = ? AND disabled = 0 AND (credits IS NULL OR credits > 0) RETURNING credits");
   st.bind(1, id);
   if (st.step() != SQLITE_ROW) return false;
-  remaining = opt_int(st.s, 0);
+  const std::optional<int64_t> left = opt_int(st.s, 0);
+  st.finish();
+  remaining = left;
   return true;
 }
 
@@ -207,7 +246,7 @@ bool KeysDb::reachable(std::string& why) {
 size_t KeysDb::active_count() {
   std::lock_guard lock(mutex_);
   Stmt q(db_, "SELECT COUNT(*) FROM keys WHERE disabled = 0");
-  q.step();
+  if (q.step() != SQLITE_ROW) return 0;
   return size_t(sqlite3_column_int64(q.s, 0));
 }
 

@@ -66,7 +66,9 @@ PGresult* wait_result(PGconn* conn, bool& timed_out) {
 
 // One statement with text parameters (nullopt = NULL). SQL errors throw Error(Internal); a broken connection, or
 // one that gave no answer within kQueryTimeoutMs, throws ConnectionLost; a statement cancelled by the server's
-// statement_timeout or refused for lack of resources throws Error(NotReady) (503, retried elsewhere).
+// statement_timeout, refused for lack of resources (disk full, out of memory, too many connections), by a read-only
+// (standby) server, by a lock or serialisation conflict, or failing I/O throws Error(StorageUnavailable) (503 +
+// Retry-After, nothing charged).
 Result run(PGconn* conn, const char* sql, const std::vector<Param>& params = {}) {
   std::vector<const char*> values;
   for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
@@ -83,9 +85,10 @@ Result run(PGconn* conn, const char* sql, const std::vector<Param>& params = {})
   // The server ending our session (admin shutdown, crash recovery) is a connection problem too.
   const std::string state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) ? PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) : "";
   if (state.rfind("57P", 0) == 0 || state.rfind("08", 0) == 0) throw ConnectionLost{message};
-  if (state == "57014" || state.rfind("53", 0) == 0) {
-    spdlog::warn("keys database: {}", message);
-    throw Error(ErrorCode::NotReady, "the keys database is busy: retry shortly");
+  if (state == "57014" || state.rfind("53", 0) == 0 || state.rfind("58", 0) == 0 || state == "25006" ||
+      state == "40001" || state == "40P01" || state == "55P03" || state == "55006" || state.rfind("XX", 0) == 0) {
+    spdlog::error("keys database: {} (SQLSTATE {})", message, state);
+    throw Error(ErrorCode::StorageUnavailable, "the keys database is busy: retry shortly");
   }
   throw Error(ErrorCode::Internal, "keys database: " + message);
 }
@@ -181,7 +184,7 @@ PGconn* PgKeyStore::acquire(bool& pooled) {
     std::unique_lock lock(mutex_);
     if (!available_.wait_for(lock, std::chrono::seconds(15),
                              [&] { return !idle_.empty() || open_ < max_connections_; }))
-      throw Error(ErrorCode::NotReady, "keys database: every connection is busy; retry shortly");
+      throw Error(ErrorCode::StorageUnavailable, "keys database: every connection is busy; retry shortly");
     if (!idle_.empty()) {
       PGconn* c = idle_.back();
       idle_.pop_back();
@@ -274,7 +277,7 @@ void PgKeyStore::with_conn(bool retry, const std::function<void(PGconn*)>& fn) {
       }
       spdlog::warn("keys database {} is unreachable: {}", redacted_, e.message);
       // The details (addresses) go to the log and /readyz, not to API clients.
-      throw Error(ErrorCode::NotReady, "the keys database is unreachable: retry shortly");
+      throw Error(ErrorCode::StorageUnavailable, "the keys database is unreachable: retry shortly");
     } catch (...) {
       if (conn) release(conn, true);
       throw;
@@ -402,7 +405,7 @@ bool PgKeyStore::reachable(std::string& why) {
     ok = true;
   } catch (const Error& e) {
     std::lock_guard lock(mutex_);
-    message = e.code() == ErrorCode::NotReady && !last_error_.empty()
+    message = e.code() == ErrorCode::StorageUnavailable && !last_error_.empty()
                   ? "keys database " + redacted_ + " is unreachable: " + last_error_
                   : std::string(e.what());
   } catch (const std::exception& e) {

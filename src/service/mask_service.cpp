@@ -38,9 +38,12 @@ void serialise(ApiResponse rendered, double infer_ms, MaskAnswer& out) {
   }
 }
 
-MaskAnswer render(Pipeline& pipeline, const MaskRequest& request, const DecodedImage& image, double decode_ms) {
+// cache_scope: the caller's key, so that tenants never share cache entries (a cache hit would tell one key that
+// another sent the same image).
+MaskAnswer render(Pipeline& pipeline, const MaskRequest& request, const DecodedImage& image, double decode_ms,
+                  const std::string& cache_scope = {}) {
   MaskAnswer out;
-  out.result = pipeline.run(image, request.prompt, request.params);
+  out.result = pipeline.run(image, request.prompt, request.params, cache_scope);
   out.result.times.decode_ms = decode_ms;
   auto t = Clock::now();
   ApiResponse rendered;
@@ -132,7 +135,7 @@ MaskAnswer MaskService::run(MaskRequest request, const std::optional<KeyRecord>&
   DecodeLimits limits;
   limits.max_pixels = config_.max_pixels;
   DecodedImage image = decode_image(bytes, limits);
-  MaskAnswer answer = render(*pipeline, request, image, ms_since(t));
+  MaskAnswer answer = render(*pipeline, request, image, ms_since(t), key ? std::to_string(key->id) : std::string());
   answer.fetch_ms = fetch_ms;
   answer.wait_ms = wait_ms;
 

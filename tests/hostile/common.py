@@ -129,6 +129,29 @@ def b64(data: bytes) -> str:
     return base64.b64encode(data).decode()
 
 
+_fresh_counter = iter(range(1, 1 << 62))
+
+
+def fresh_images(n: int, name: str = "hopper.jpg") -> list[bytes]:
+    """n lossless PNG copies of a sample photo, each with a few pixels changed so that no two (and none sent
+    before in this test session) have the same pixels: every request on one misses the server's image, detection
+    and mask caches and costs a full inference, as a never-seen client image would."""
+    from PIL import Image
+
+    base = Image.open(io.BytesIO(sample_bytes(name))).convert("RGB")
+    w = base.width
+    out = []
+    for _ in range(n):
+        i = next(_fresh_counter)
+        copy = base.copy()
+        # The counter written into the first pixels' colours (3 bytes per pixel): unique per copy.
+        for k in range(3):
+            v = (i >> (24 * k)) & 0xFFFFFF
+            copy.putpixel((k % w, k // w), (v & 0xFF, (v >> 8) & 0xFF, (v >> 16) & 0xFF))
+        out.append(pil_bytes(copy, "PNG", compress_level=1))
+    return out
+
+
 def pil_bytes(image, fmt: str, **kw) -> bytes:
     buf = io.BytesIO()
     image.save(buf, fmt, **kw)

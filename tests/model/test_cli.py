@@ -63,3 +63,54 @@ def test_usage_errors_exit_2(tmp_path):
     assert run("run", "-p", "bus", "--grow-mask", "500", SAMPLES / "bus.jpg").returncode == 2
     assert run("run", "-p", " , ", SAMPLES / "bus.jpg", "--out", tmp_path).returncode == 2
     assert run("frobnicate").returncode == 2
+
+
+# ------------------------------------------------------------------------------------------------ output safety
+
+def test_output_never_overwrites_an_input(tmp_path):
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    Image.open(SAMPLES / "hopper.jpg").save(imgs / "t.png")
+    before = (imgs / "t.png").read_bytes()
+    # The mask of imgs/t.png would be imgs/t.png.
+    r = run("run", "-p", "person", "--return-mask", "--quiet", "--out", imgs, imgs / "t.png")
+    assert r.returncode == 1, r.stderr
+    assert f"refusing to write {imgs / 't.png'}: it is an input image" in r.stderr, r.stderr
+    assert "0 of 1 images done, 1 failed" in r.stderr
+    assert (imgs / "t.png").read_bytes() == before
+    assert sorted(p.name for p in imgs.iterdir()) == ["t.png"]  # no temporary file left behind
+
+
+def test_output_never_follows_a_symlink(tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious")
+    (out / "hopper.png").symlink_to(victim)
+    r = run("run", "-p", "person", "--return-mask", "--quiet", "--out", out, SAMPLES / "hopper.jpg",
+            SAMPLES / "bus.jpg")
+    assert r.returncode == 1, r.stderr
+    assert f"refusing to write {out / 'hopper.png'}: it is a symbolic link" in r.stderr, r.stderr
+    assert "1 of 2 images done, 1 failed" in r.stderr
+    assert victim.read_text() == "precious"
+    assert (out / "hopper.png").is_symlink()
+    assert Image.open(out / "bus.png").size == (810, 1080)  # the other file is written
+
+
+def test_failed_write_is_a_failure(tmp_path):
+    # Files may not grow past 1000 bytes (RLIMIT_FSIZE, SIGXFSZ ignored so write() fails with EFBIG): the
+    # annotated JPEG cannot be written, and that is an error, not a success.
+    import resource
+    import signal
+
+    def limit():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+        resource.setrlimit(resource.RLIMIT_FSIZE, (1000, 1000))
+
+    out = tmp_path / "out"
+    r = subprocess.run([BIN, "run", "-p", "person", "--quiet", "--out", str(out), str(SAMPLES / "hopper.jpg")],
+                       capture_output=True, text=True, timeout=600, preexec_fn=limit)
+    assert r.returncode == 1, r.stderr
+    assert f"cannot write {out / 'hopper.jpg'}: File too large" in r.stderr, r.stderr
+    assert "0 of 1 images done, 1 failed" in r.stderr
+    assert list(out.iterdir()) == []  # neither a truncated output nor the temporary file

@@ -277,3 +277,25 @@ def test_hosted_api_python_example(keyed, keys, upstream):
     assert im.format == "JPEG" and im.size == (773, 512)
     assert int(response.headers["X-Detections"]) >= 1
     assert response.headers["x-credits-consumed"] == "1"
+
+
+# ------------------------------------------------------------------------------------------- cache scope
+
+def test_cache_entries_are_not_shared_between_keys(keyed, keys, db):
+    """The per-image caches are scoped by API key: another key sending the same image is a miss (a fast, cached
+    answer would tell it that someone sent this image before), its own repeat a hit."""
+    from test_ops import metric
+
+    other = h.add_key(db, "cache-scope")
+    body = {"prompt": "person", "image": h.b64(h.png_bytes(61, 47, (9, 99, 199))), "return_mask": True}
+
+    def detections(event):
+        return metric(keyed.get("/metrics").text, "maskmaker_cache_events_total", cache="detections", event=event)
+
+    seen = []
+    for key in (keys["open"], keys["open"], other, other):
+        hit, miss = detections("hit"), detections("miss")
+        r = keyed.post(body, key=key)
+        assert r.status_code == 200, r.text[:300]
+        seen.append((detections("hit") - hit, detections("miss") - miss))
+    assert seen == [(0, 1), (1, 0), (0, 1), (1, 0)], seen

@@ -7,6 +7,7 @@ import os
 import pathlib
 import subprocess
 import threading
+import time
 
 import pytest
 
@@ -38,9 +39,12 @@ class FileServer:
     """Serves `files` (name -> bytes) on 127.0.0.1, honours `Range: bytes=N-`, logs every request, and can drop
     the connection half-way through the first full response of a file (`cut_first`)."""
 
-    def __init__(self, files, cut_first=()):
+    def __init__(self, files, cut_first=(), redirects=None, no_length=(), trickle=()):
         self.files = dict(files)
         self.cut_first = set(cut_first)
+        self.redirects = dict(redirects or {})  # name -> Location
+        self.no_length = set(no_length)  # answered without Content-Length, the end marked by closing
+        self.trickle = set(trickle)  # one byte every 0.2 s
         self.requests = []  # (name, range header or None, status)
         server = self
 
@@ -53,6 +57,13 @@ class FileServer:
             def do_GET(self):
                 name = self.path.lstrip("/")
                 rng = self.headers.get("Range")
+                if name in server.redirects:
+                    server.requests.append((name, rng, 302))
+                    self.send_response(302)
+                    self.send_header("Location", server.redirects[name])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 data = server.files.get(name)
                 if data is None:
                     server.requests.append((name, rng, 404))
@@ -79,6 +90,21 @@ class FileServer:
                     self.send_response(200)
                     server.requests.append((name, rng, 200))
                 body = data[start:]
+                if name in server.no_length or name in server.trickle:
+                    self.send_header("Connection", "close")
+                    self.end_headers()
+                    self.close_connection = True
+                    try:
+                        if name in server.trickle:
+                            for i in range(len(body)):
+                                self.wfile.write(body[i:i + 1])
+                                self.wfile.flush()
+                                time.sleep(0.2)
+                        else:
+                            self.wfile.write(body)
+                    except (BrokenPipeError, ConnectionResetError):
+                        pass
+                    return
                 self.send_header("Content-Length", str(len(body)))
                 self.send_header("Accept-Ranges", "bytes")
                 self.end_headers()
@@ -299,3 +325,45 @@ def test_unknown_pack_is_a_usage_error(tmp_path):
     proc = subprocess.run([BIN, "models", "fetch", "--pack", "nonsense", str(tmp_path / "x")], capture_output=True,
                           text=True, timeout=30)
     assert proc.returncode == 2
+
+
+# ------------------------------------------------------------------------------------------------ bounds
+
+def test_redirect_to_another_protocol_is_refused(tmp_path, served):
+    with FileServer(served, redirects={YOLO_WORLD: "file:///etc/passwd"}) as server:
+        proc, out = fetch(tmp_path, server, served)
+    assert proc.returncode == 1, proc.stderr
+    assert "only http and https" in proc.stderr and YOLO_WORLD in proc.stderr, proc.stderr
+    assert server.gets(YOLO_WORLD) == [(YOLO_WORLD, None, 302)]  # refused, not retried
+    assert not (out / YOLO_WORLD).exists() and not (out / (YOLO_WORLD + ".part")).exists()
+    assert not (out / "pack.json").exists()
+
+
+@pytest.mark.parametrize("no_length", [False, True], ids=["Content-Length", "no Content-Length"])
+def test_file_over_max_bytes_is_refused(tmp_path, served, no_length):
+    limit = len(served[YOLO_WORLD]) - 1
+    with FileServer(served, no_length=[YOLO_WORLD] if no_length else ()) as server:
+        proc, out = fetch(tmp_path, server, served, "--max-bytes", str(limit))
+    assert proc.returncode == 1, proc.stderr
+    assert f"larger than --max-bytes {limit}" in proc.stderr, proc.stderr
+    assert len(server.gets(YOLO_WORLD)) == 1  # refused, not retried
+    assert not (out / (YOLO_WORLD + ".part")).exists()
+    assert not (out / "pack.json").exists()
+
+
+def test_max_bytes_is_inclusive(tmp_path, served):
+    largest = max(len(v) for v in served.values())
+    with FileServer(served, no_length=[YOLO_WORLD]) as server:
+        proc, out = fetch(tmp_path, server, served, "--max-bytes", str(largest))
+    assert proc.returncode == 0, proc.stderr
+    assert (out / YOLO_WORLD).read_bytes() == served[YOLO_WORLD]
+
+
+def test_total_timeout_bounds_a_trickling_server(tmp_path, served):
+    # One byte every 0.2 s never trips the stall timeout; the total --timeout ends it, with no retry.
+    with FileServer(served, trickle=[YOLO_WORLD]) as server:
+        proc, out = fetch(tmp_path, server, served, "--timeout", "2", "--stall-timeout", "60")
+    assert proc.returncode == 1, proc.stderr
+    assert "took longer than --timeout 2 s" in proc.stderr, proc.stderr
+    assert len(server.gets(YOLO_WORLD)) == 1
+    assert not (out / "pack.json").exists()

@@ -1,3 +1,4 @@
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -100,13 +101,59 @@ TEST(Decode, ClearErrors) {
   EXPECT_EQ(code_of(jpeg, small), ErrorCode::ImageTooLarge);
   // A PNG header declaring 30000 x 30000 is refused before any pixel is decoded.
   std::vector<uint8_t> bomb = {0x89, 'P', 'N', 'G', '\r', '\n', 0x1a, '\n', 0, 0, 0, 13, 'I', 'H', 'D', 'R',
-                               0, 0, 0x75, 0x30, 0, 0, 0x75, 0x30, 8, 2, 0, 0, 0};
+                               0, 0, 0x75, 0x30, 0, 0, 0x75, 0x30, 8, 2, 0, 0, 0, 0xe9, 0x45, 0x6f, 0xed};
   EXPECT_EQ(code_of(bomb), ErrorCode::ImageTooLarge);
   try {
     decode_image(bomb);
   } catch (const Error& e) {
     EXPECT_STREQ(e.what(), "image is 30000x30000 = 900000000 pixels, over the limit of 50000000");
   }
+}
+
+// The size checked against the limit is libjpeg's own: a sniffer that read FF 00 as a marker segment stepped over
+// a hidden SOF that libjpeg resynchronised onto (1.7 kB decoding to 8000x8000); now such a file is refused.
+TEST(Decode, JpegSizeIsLibjpegsAndResynchronisingIsRefused) {
+  cv::Mat im(16, 16, CV_8UC3, cv::Scalar(10, 200, 30));
+  std::vector<uint8_t> honest;
+  ASSERT_TRUE(cv::imencode(".jpg", im, honest));
+  EXPECT_EQ(read_image_size(honest), cv::Size(16, 16));
+  std::vector<uint8_t> hidden(honest.begin() + 2, honest.end() - 2);  // no SOI, no EOI
+  const uint8_t sof0[] = {0xFF, 0xC0};
+  auto sof = std::search(hidden.begin(), hidden.end(), std::begin(sof0), std::end(sof0));
+  ASSERT_NE(sof, hidden.end());
+  const size_t at = size_t(sof - hidden.begin());
+  hidden[at + 5] = 0x1F; hidden[at + 6] = 0x40;  // height 8000
+  hidden[at + 7] = 0x1F; hidden[at + 8] = 0x40;  // width 8000
+  const size_t len = hidden.size() + 2;
+  std::vector<uint8_t> lie = {0xFF, 0xD8, 0xFF, 0x00, uint8_t(len >> 8), uint8_t(len & 0xFF)};
+  lie.insert(lie.end(), hidden.begin(), hidden.end());
+  lie.insert(lie.end(), honest.begin() + 2, honest.end());
+  EXPECT_EQ(read_image_size(lie), std::nullopt);
+  try {
+    decode_image(lie);
+    ADD_FAILURE() << "decoded";
+  } catch (const Error& e) {
+    EXPECT_EQ(e.code(), ErrorCode::BadImage);
+    EXPECT_STREQ(e.what(), "cannot read the jpeg image header");
+  }
+}
+
+// BMP as OpenCV reads it: 32-bit signed sizes in a 40-byte header, 16-bit ones in the OS/2 12-byte header, and
+// nothing else.
+TEST(Decode, BmpHeaderVariants) {
+  auto bmp = [](const std::vector<uint8_t>& info) {
+    std::vector<uint8_t> b(64, 0);
+    b[0] = 'B';
+    b[1] = 'M';
+    b[10] = uint8_t(14 + info.size());
+    std::copy(info.begin(), info.end(), b.begin() + 14);
+    return b;
+  };
+  // OS/2: width 0x1F40 (8000), height 16; a 32-bit read at 18 would see 16 * 65536 + 8000.
+  EXPECT_EQ(read_image_size(bmp({12, 0, 0, 0, 0x40, 0x1F, 16, 0, 1, 0, 24, 0})), cv::Size(8000, 16));
+  // Windows: width 20, height -30 (top-down).
+  EXPECT_EQ(read_image_size(bmp({40, 0, 0, 0, 20, 0, 0, 0, 0xE2, 0xFF, 0xFF, 0xFF, 1, 0, 24, 0})), cv::Size(20, 30));
+  EXPECT_EQ(read_image_size(bmp({8, 0, 0, 0, 20, 0, 0, 0, 30, 0, 0, 0})), std::nullopt);  // no such header
 }
 
 TEST(Exif, MalformedBlocksFallBackToUpright) {
