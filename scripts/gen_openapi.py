@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Writes web/openapi.json (served at /openapi.json, compiled into the binary). Edit here, then run it.
-`gen_openapi.py OUT` writes OUT instead (the tests compare it with web/openapi.json).
+`gen_openapi.py OUT` writes OUT instead (the tests compare it with web/openapi.json). The request parameters come
+from `$MASKMAKER_BIN params` (default build/maskmaker), or `--params FILE` holding that command's output.
 
 Every schema is JSON Schema 2020-12 (OpenAPI 3.1); references are "#/components/...". Response schemas are closed
 (additionalProperties: false) so that tests/native/test_openapi_live.py, which validates live answers against this
@@ -8,7 +9,9 @@ document, notices a field the server sends and the document does not describe. R
 server ignores unknown request fields.
 """
 import json
+import os
 import pathlib
+import subprocess
 import sys
 
 
@@ -87,69 +90,57 @@ mask_errors = {"400": "BadRequest", "401": "Unauthorized", "403": "Forbidden", "
 mask_error_refs = {status: ref("responses", name) for status, name in mask_errors.items()}
 
 # ------------------------------------------------------------------------------------------------ requests
-prompt = {"type": "string", "minLength": 1, "maxLength": 4096,
-          "description": "What to find: phrases separated by commas (at most 64 phrases and 4096 bytes of UTF-8); "
-                         "trimmed, empty ones dropped, duplicates merged case-insensitively",
-          "examples": ["white horse", "dog, bicycle"]}
-image = {"type": "string", "minLength": 1,
-         "description": "An http(s) URL (fetched by the server; private addresses refused unless --allow-private-urls), "
-                        "a `data:image/...;base64,` URI, or bare base64 (standard or URL-safe, padding optional). "
-                        "JPEG, PNG, WebP, BMP, GIF (first frame) or TIFF; EXIF orientation applied, alpha dropped"}
-base_props = {
-  "prompt": prompt,
-  "image": image,
-  "invert_mask": {"type": ["boolean", "null"], "default": False, "description": "Swap mask and background"},
-  "confidence_thresh": {"type": ["number", "null"], "minimum": 0, "maximum": 1, "default": 0.5,
-                        "description": "Keep detections scoring at least this"},
-  "iou_thresh": {"type": ["number", "null"], "minimum": 0, "maximum": 1, "default": 0.2,
-                 "description": "Non-maximum suppression overlap threshold, per phrase"},
-  "return_mask": {"type": ["boolean", "null"], "default": False,
-                  "description": "true: answer the mask; false: the annotated image"},
-  "grow_mask": {"type": ["integer", "null"], "minimum": 0, "maximum": 100, "default": 10,
-                "description": "Dilate the mask by this many pixels of the original image (round kernel)"},
-  "base64": {"type": ["boolean", "null"], "default": False,
-             "description": "Answer JSON with the image as base64 instead of the raw bytes"},
+# Every request parameter's type, range, default and description come from the one parameter table
+# (include/maskmaker/params.hpp), printed by `maskmaker params`; only schema details that are not the parameter's
+# (lengths, examples, how a list may be written) are added here.
+def load_params() -> dict:
+    if "--params" in sys.argv:
+        return json.loads(pathlib.Path(sys.argv[sys.argv.index("--params") + 1]).read_text())
+    binary = os.environ.get("MASKMAKER_BIN") or str(pathlib.Path(__file__).resolve().parent.parent / "build" / "maskmaker")
+    return json.loads(subprocess.run([binary, "params"], check=True, capture_output=True, text=True, timeout=60).stdout)
+
+
+table = load_params()
+params = {row["name"]: row for row in table["parameters"]}
+phrase_list = {"type": "array", "items": {"type": "string"}, "maxItems": table["max_phrases"]}
+extras = {
+  "prompt": {"minLength": 1, "maxLength": table["max_prompt_bytes"], "examples": ["white horse", "dog, bicycle"]},
+  "image": {"minLength": 1},
+  "phrases": {"examples": [["dog", "horse"]]},
+  "negative_prompt": {"examples": ["person", ["person", "car"]]},
+  "webhook_url": {"format": "uri"},
 }
-phrase_list = {"type": "array", "items": {"type": "string"}, "maxItems": 64}
-native_props = {
-  "prompt": {**prompt, "description": prompt["description"] + ". Required unless `phrases` is given"},
-  "phrases": {"anyOf": [phrase_list, {"type": "string", "maxLength": 4096}, {"type": "null"}],
-              "description": "Instead of prompt: a list of phrases (or one comma-separated string); wins over prompt. "
-                             "At most 64 phrases and 4096 bytes (joined with \", \")",
-              "examples": [["dog", "horse"]]},
-  "image": image,
-  "negative_prompt": {"anyOf": [phrase_list, {"type": "string", "maxLength": 4096}, {"type": "null"}],
-                      "description": "Phrases whose instances are subtracted from the union mask after growing "
-                                     "(reported in negative_instances). A phrase that names the same detector class "
-                                     "as a prompt phrase finds nothing with the closed-set packs: the prompt phrase "
-                                     "takes the instances. At most 64 phrases and 4096 bytes",
-                      "examples": ["person", ["person", "car"]]},
-  "invert_mask": base_props["invert_mask"],
-  "confidence_thresh": base_props["confidence_thresh"],
-  "iou_thresh": base_props["iou_thresh"],
-  "grow_mask": {"type": ["integer", "null"], "minimum": -100, "maximum": 100, "default": 10,
-                "description": "Grow the union mask by this many pixels (round kernel); negative values erode it"},
-  "feather": {"type": ["integer", "null"], "minimum": 0, "maximum": 100, "default": 0,
-              "description": "Width in px of a soft edge outside the mask: a pixel at distance d = 1..feather "
-                             "gets 255 * (1 - d / (feather + 1)); applied after grow and negatives, before invert"},
-  "max_detections": {"type": ["integer", "null"], "minimum": 0, "maximum": 1000, "default": 100,
-                     "description": "Keep at most this many instances (highest scores first; negatives not counted)"},
-  "output": {"enum": ["mask", "annotated", "cutout", "none", None], "default": "mask",
-             "description": "The image in the answer's `image` field: mask (8-bit grayscale PNG, 255 = inpaint), "
-                            "annotated (JPEG for a JPEG input, PNG otherwise), cutout (RGBA PNG, the mask as "
-                            "alpha), none (no image). Case-insensitive"},
-  "mask_format": {"enum": ["rle", "png", None], "default": "rle",
-                  "description": "Encoding of the union and instance masks: COCO compressed RLE, or a PNG data URI. "
-                                 "RLE is binary (pixels > 127); a feathered mask keeps its soft edge only as PNG. "
-                                 "Case-insensitive"},
-  "instance_masks": {"type": ["boolean", "null"], "default": True,
-                     "description": "false: leave out each instance's mask (boxes, scores and areas only)"},
-  "return_mask": {"type": ["boolean", "null"], "description": "Accepted (type-checked) and ignored: see output"},
-  "base64": {"type": ["boolean", "null"], "description": "Accepted (type-checked) and ignored: the answer is JSON"},
-  "crop": {"anyOf": [ref("schemas", "CropRequest"), {"type": "null"}],
-           "description": "Also answer a crop around the mask for an inpainting model (docs/inpainting.md); `{}` for "
-                          "the defaults. In a multipart form: the object as JSON text"},
-}
+
+
+def param_schema(name: str, api: str) -> dict:
+    row = params[name]
+    kind = row["type"]
+    if kind in ("boolean", "number", "integer"):
+        schema = {"type": [kind, "null"]}
+        if kind != "boolean":
+            schema["minimum"] = row["compatible_minimum"] if api in ("compatible", "jobs") else row["minimum"]
+            schema["maximum"] = row["maximum"]
+        schema["default"] = row["default"]
+    elif kind == "choice":
+        schema = {"enum": row["choices"] + [None], "default": row["default"]}
+    elif kind == "phrases":
+        schema = {"anyOf": [phrase_list, {"type": "string", "maxLength": table["max_prompt_bytes"]}, {"type": "null"}]}
+    elif kind == "object":
+        schema = {"anyOf": [ref("schemas", "CropRequest"), {"type": "null"}]}
+    else:
+        schema = {"type": "string"} if name in ("prompt", "image") else {"type": ["string", "null"]}
+    schema["description"] = row["help"]
+    return {**schema, **extras.get(name, {})}
+
+
+def api_props(api: str) -> dict:
+    return {name: param_schema(name, api) for name, row in params.items() if api in row["apis"]}
+
+
+base_props = {k: v for k, v in api_props("compatible").items()}
+native_props = api_props("native")
+native_props["prompt"] = {**native_props["prompt"],
+                          "description": native_props["prompt"]["description"] + ". Required unless `phrases` is given"}
 crop_req = {"type": "object", "additionalProperties": False,
             "description": "The crop box is the mask's bounding box (pixels > 0) grown by the padding on every side, "
                            "to min_size and to aspect_ratio, then to the size whose crop image has sides that are "
@@ -277,12 +268,7 @@ options_op = {"summary": "CORS preflight", "security": [{}], "responses": {"204"
 get_errors = {"405": ref("responses", "MethodNotAllowed")}
 
 # ------------------------------------------------------------------------------------------------ v2: asynchronous jobs
-webhook_url = {"type": ["string", "null"], "format": "uri",
-               "description": "Optional: called (POST, JSON = the job's final body, as GET /v2/requests/{request_id} "
-                              "answers it) when the job ends, COMPLETED or FAILED. http(s) only, and the same address "
-                              "guard as image URLs (private addresses refused unless --allow-private-urls); redirects "
-                              "are not followed; a non-2xx answer or a failed connection is retried after 1 s and 4 s "
-                              "(3 tries)"}
+webhook_url = param_schema("webhook_url", "jobs")
 job_props = {**base_props, "webhook_url": webhook_url,
              "base64": {"type": ["boolean", "null"], "description": "Accepted (type-checked) and ignored: the job's "
                                                                     "output carries the image as base64"}}
@@ -464,5 +450,6 @@ doc = {
       **get_errors}}},
  }}
 
-path = pathlib.Path(sys.argv[1]) if len(sys.argv) > 1 else pathlib.Path(__file__).resolve().parents[1] / "web" / "openapi.json"
+positional = [a for i, a in enumerate(sys.argv[1:], 1) if not a.startswith("--") and sys.argv[i - 1] != "--params"]
+path = pathlib.Path(positional[0]) if positional else pathlib.Path(__file__).resolve().parents[1] / "web" / "openapi.json"
 path.write_text(json.dumps(doc, indent=1) + "\n")

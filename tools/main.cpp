@@ -97,10 +97,11 @@ void register_params(CLI::App& root) {
                               {kApiCli, "cli"}})
         if (spec.apis & bit) apis.push_back(api);
       nlohmann::json row = {{"name", spec.name}, {"type", types[int(spec.type)]}, {"apis", apis}, {"help", spec.help}};
+      auto number = [](double v) { return v == double(int64_t(v)) ? nlohmann::json(int64_t(v)) : nlohmann::json(v); };
       if (spec.type == ParamType::Number || spec.type == ParamType::Integer) {
-        row["minimum"] = spec.min;
-        row["maximum"] = spec.max;
-        row["compatible_minimum"] = spec.compatible_min;
+        row["minimum"] = number(spec.min);
+        row["maximum"] = number(spec.max);
+        row["compatible_minimum"] = number(spec.compatible_min);
       }
       if (spec.type == ParamType::Boolean) row["default"] = spec.default_value != 0;
       else if (spec.type == ParamType::Number) row["default"] = spec.default_value;

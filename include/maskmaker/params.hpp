@@ -114,7 +114,10 @@ inline constexpr ParamSpec kMaskParams[] = {
         "padding_fraction (of the mask's box) of context, multiple_of, target_size, min_size, aspect_ratio; "
         "see docs/inpainting.md"),
     param_table::of_type(ParamType::Text, "webhook_url", kApiJobs,
-        "An http(s) URL that receives the finished job's result as a POST (same address guard as image URLs)"),
+        "Optional: called (POST, JSON = the job's final body, as GET /v2/requests/{request_id} answers it) when "
+        "the job ends, COMPLETED or FAILED. http(s) only, and the same address guard as image URLs (private "
+        "addresses refused unless --allow-private-urls); redirects are not followed; a non-2xx answer or a failed "
+        "connection is retried after 1 s and 4 s (3 tries)"),
 };
 
 constexpr const ParamSpec* find_param(std::string_view name) {
