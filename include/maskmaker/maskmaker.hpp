@@ -28,6 +28,7 @@ enum class ErrorCode {
   Timeout,           // a deadline passed
   NotReady,          // models still loading
   Overloaded,        // queue full
+  StorageUnavailable,  // a database is busy, full, read-only or failing: retry later (503)
   Unauthorized,      // missing/unknown key
   Forbidden,         // key disabled / not allowed
   NoCredits,         // key out of credits

@@ -286,6 +286,7 @@ const char* error_code_name(ErrorCode code) {
     case ErrorCode::Timeout: return "timeout";
     case ErrorCode::NotReady: return "not_ready";
     case ErrorCode::Overloaded: return "overloaded";
+    case ErrorCode::StorageUnavailable: return "storage_unavailable";
     case ErrorCode::Unauthorized: return "unauthorized";
     case ErrorCode::Forbidden: return "forbidden";
     case ErrorCode::NoCredits: return "no_credits";

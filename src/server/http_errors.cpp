@@ -17,7 +17,8 @@ int http_status(ErrorCode code) {
     case ErrorCode::RateLimited: return 429;
     case ErrorCode::FetchFailed: return 502;
     case ErrorCode::NotReady:
-    case ErrorCode::Overloaded: return 503;
+    case ErrorCode::Overloaded:
+    case ErrorCode::StorageUnavailable: return 503;
     case ErrorCode::Timeout: return 504;
     case ErrorCode::ModelError:
     case ErrorCode::Internal:

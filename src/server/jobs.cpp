@@ -64,9 +64,7 @@ std::string Jobs::database_path(const ServerConfig& config) {
     if (k.size() > 3 && k.compare(k.size() - 3, 3, ".db") == 0) return k.substr(0, k.size() - 3) + "-jobs.db";
     return k + "-jobs.db";
   }
-  const char* tmp = std::getenv("TMPDIR");
-  std::string dir = tmp && *tmp ? tmp : "/tmp";
-  return dir + "/maskmaker-jobs-" + std::to_string(config.port) + ".db";
+  return private_state_dir() + "/jobs-" + std::to_string(config.port) + ".db";
 }
 
 // ------------------------------------------------------------------------------------------------ submit
@@ -144,6 +142,7 @@ void Jobs::Impl::handle_get(const httplib::Request& req, httplib::Response& res,
     if (status == 202) res.set_header("Retry-After", "1");
     answer_json(res, status, body);
   } catch (const Error& e) {
+    if (http_status(e.code()) == 503) res.set_header("Retry-After", "2");  // the jobs database, for a while
     answer_json(res, http_status(e.code()), {{"error", e.what()}});
   } catch (const std::exception& e) {
     spdlog::error("job {}: reading it failed: {}", id, e.what());

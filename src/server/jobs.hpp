@@ -60,7 +60,7 @@ class Jobs {
               const std::multimap<std::string, httplib::MultipartFormData>& parts);
 
   // Where the jobs are kept: --jobs-db; else beside a SQLite --keys-db ("keys.db" -> "keys-jobs.db"); else
-  // (no keys, or keys in PostgreSQL) maskmaker-jobs-<port>.db in $TMPDIR (/tmp).
+  // (no keys, or keys in PostgreSQL) jobs-<port>.db in a private folder (jobs_store.hpp: private_state_dir).
   static std::string database_path(const ServerConfig& config);
 
  private:

@@ -68,6 +68,7 @@ struct Jobs::Impl {
   prometheus::Counter* failed = nullptr;
   prometheus::Counter* expired = nullptr;
   prometheus::Counter* requeued = nullptr;
+  prometheus::Counter* refunded = nullptr;
   prometheus::Histogram* queue_latency = nullptr;
   prometheus::Histogram* total_latency = nullptr;
 
@@ -93,6 +94,10 @@ struct Jobs::Impl {
   // the job queue is full.
   std::string enqueue(const MaskRequest& request, std::vector<uint8_t> image, std::optional<int64_t> key_id,
                       const std::string& webhook_url);
+  // One credit back to the key (logged when that fails).
+  void give_back_credit(int64_t key_id, const std::string& job_id);
+  // A FAILED job's credit back to its key, once (the store remembers that it was given back).
+  void refund_failed(const std::string& job_id);
 
   // jobs_worker.cpp
   void register_metrics();
@@ -106,7 +111,7 @@ struct Jobs::Impl {
   bool gone_here(const std::string& o) const;
   bool owner_dead(const JobRow& row, double now) const;
   void recover_dead(double now);
-  void resume_webhooks();
+  void resume_webhooks(double now);
 };
 
 }  // namespace maskmaker::server

@@ -1,22 +1,51 @@
 #include "server/jobs_store.hpp"
 
+#include <fcntl.h>
 #include <sqlite3.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
+
+#include <spdlog/spdlog.h>
 
 #include "maskmaker/maskmaker.hpp"
 
 namespace maskmaker::server {
 namespace {
 
+// Failures that pass (the disk, a lock held too long) are 503s the client may retry; the rest are bugs (500).
+[[noreturn]] void db_error(sqlite3* db, int rc) {
+  const std::string detail = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+    case SQLITE_NOMEM:
+    case SQLITE_PROTOCOL:
+      spdlog::warn("jobs database unavailable: {}", detail);
+      throw Error(ErrorCode::StorageUnavailable,
+                  "the jobs database is unavailable (" + std::string(sqlite3_errstr(rc)) + "): retry shortly");
+    default:
+      throw Error(ErrorCode::Internal, "jobs database: " + detail);
+  }
+}
+
 struct Stmt {
   sqlite3* db;
   sqlite3_stmt* s = nullptr;
   Stmt(sqlite3* d, const char* sql) : db(d) {
-    if (sqlite3_prepare_v2(db, sql, -1, &s, nullptr) != SQLITE_OK)
-      throw Error(ErrorCode::Internal, std::string("jobs database: ") + sqlite3_errmsg(db));
+    if (int rc = sqlite3_prepare_v2(db, sql, -1, &s, nullptr); rc != SQLITE_OK) db_error(db, rc);
   }
   ~Stmt() { sqlite3_finalize(s); }
   Stmt& bind(int i, int64_t v) { sqlite3_bind_int64(s, i, v); return *this; }
   Stmt& bind(int i, int v) { sqlite3_bind_int64(s, i, v); return *this; }
+  Stmt& bind(int i, bool v) { sqlite3_bind_int64(s, i, v ? 1 : 0); return *this; }
   Stmt& bind(int i, double v) { sqlite3_bind_double(s, i, v); return *this; }
   Stmt& bind(int i, const std::string& v) {
     sqlite3_bind_text(s, i, v.c_str(), int(v.size()), SQLITE_TRANSIENT);
@@ -37,8 +66,7 @@ struct Stmt {
   }
   int step() {
     int rc = sqlite3_step(s);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-      throw Error(ErrorCode::Internal, std::string("jobs database: ") + sqlite3_errmsg(db));
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) db_error(db, rc);
     return rc;
   }
   std::string text(int col) const {
@@ -66,7 +94,50 @@ JobStatus status_from(const std::string& s) {
   return JobStatus::Expired;
 }
 
+// The file is private: created 0600 (SQLite gives its -wal and -shm files the same mode), and one that another
+// user made (as in a shared /tmp) is refused rather than trusted.
+void prepare_file(const std::string& path) {
+  struct stat st{};
+  for (int tries = 0; tries < 2; ++tries) {
+    if (lstat(path.c_str(), &st) == 0) {
+      if (!S_ISREG(st.st_mode))
+        throw Error(ErrorCode::InvalidArgument, "the jobs database " + path + " is not a regular file");
+      if (st.st_uid != geteuid())
+        throw Error(ErrorCode::InvalidArgument, "the jobs database " + path + " belongs to another user (uid " +
+                                                    std::to_string(st.st_uid) + "): refusing to open it");
+      return;
+    }
+    if (errno != ENOENT)
+      throw Error(ErrorCode::InvalidArgument, "cannot open the jobs database " + path + ": " + std::strerror(errno));
+    int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_EXCL | O_NOFOLLOW | O_CLOEXEC, 0600);
+    if (fd >= 0) {
+      ::close(fd);
+      return;
+    }
+    if (errno != EEXIST)
+      throw Error(ErrorCode::InvalidArgument, "cannot create the jobs database " + path + ": " + std::strerror(errno));
+  }
+}
+
 }  // namespace
+
+std::string private_state_dir() {
+  std::string base;
+  if (const char* x = std::getenv("XDG_STATE_HOME"); x && *x == '/') base = x;
+  else if (const char* h = std::getenv("HOME"); h && *h == '/') base = std::string(h) + "/.local/state";
+  std::string dir = base.empty() ? "/tmp/maskmaker-" + std::to_string(geteuid()) : base + "/maskmaker";
+  if (!base.empty()) {  // parents as mkdir -p makes them; the last one private
+    for (size_t at = 1; (at = base.find('/', at)) != std::string::npos; ++at) ::mkdir(base.substr(0, at).c_str(), 0755);
+    ::mkdir(base.c_str(), 0700);
+  }
+  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
+    throw Error(ErrorCode::InvalidArgument, "cannot create " + dir + " for the jobs database: " + std::strerror(errno));
+  struct stat st{};
+  if (lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0)
+    throw Error(ErrorCode::InvalidArgument, dir + " (for the jobs database) is not a private folder of this user "
+                                                  "(mode 0700): refusing to use it; set --jobs-db");
+  return dir;
+}
 
 const char* job_status_name(JobStatus status) {
   switch (status) {
@@ -96,14 +167,14 @@ bool JobStore::is_open() {
 void JobStore::exec(const char* sql) {
   char* err = nullptr;
   if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string msg = err ? err : "unknown error";
     sqlite3_free(err);
-    throw Error(ErrorCode::Internal, "jobs database " + path_ + ": " + msg);
+    db_error(db_, sqlite3_errcode(db_));
   }
 }
 
 void JobStore::open_locked() {
   if (db_) return;
+  prepare_file(path_);
   if (sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                       nullptr) != SQLITE_OK) {
     std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
@@ -136,6 +207,16 @@ void JobStore::open_locked() {
             finished_at REAL,
             expired_at REAL))sql");
     exec("CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at)");
+    // Columns added since the first version: files made by it gain them.
+    for (const char* column : {"input_bytes INTEGER NOT NULL DEFAULT 0", "charged INTEGER NOT NULL DEFAULT 0",
+                               "webhook_owner TEXT", "webhook_lease REAL"}) {
+      const std::string name = std::string(column).substr(0, std::string(column).find(' '));
+      Stmt has(db_, "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = ?");
+      has.bind(1, name).step();
+      if (has.int64(0) == 0) exec(("ALTER TABLE jobs ADD COLUMN " + std::string(column)).c_str());
+    }
+    exec("CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs (key_id, status)");
+    exec("CREATE INDEX IF NOT EXISTS jobs_by_webhook ON jobs (webhook_state)");
   } catch (...) {
     sqlite3_close(db_);
     db_ = nullptr;
@@ -143,20 +224,41 @@ void JobStore::open_locked() {
   }
 }
 
-bool JobStore::insert(const JobRow& row, int64_t max_queued) {
+InsertResult JobStore::insert(const JobRow& row, const QueueLimits& limits) {
   std::lock_guard lock(mutex_);
   try {
     open_locked();  // the first job of a server whose file is made on demand
   } catch (const Error& e) {
-    throw Error(ErrorCode::Internal, e.what());  // a 500 for the client, not a 400
+    if (e.code() != ErrorCode::StorageUnavailable) spdlog::error("{}", e.what());
+    throw Error(ErrorCode::StorageUnavailable, "the jobs database is unavailable: retry shortly");
   }
-  // One statement: the count and the insert are atomic, also across processes sharing the file.
-  Stmt st(db_, "INSERT INTO jobs (id, key_id, status, request, image, webhook_url, created_at) "
-               "SELECT ?, ?, 'QUEUED', ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM jobs WHERE status = 'QUEUED') < ?");
-  st.bind(1, row.id).bind(2, row.key_id).bind(3, row.request).bind(4, row.image).bind_text_or_null(5, row.webhook_url)
-      .bind(6, row.created_at).bind(7, max_queued);
-  st.step();
-  return sqlite3_changes(db_) == 1;
+  // The counts and the insert in one write transaction: exact across processes sharing the file.
+  exec("BEGIN IMMEDIATE");
+  try {
+    InsertResult result = InsertResult::Queued;
+    Stmt queued(db_, "SELECT COUNT(*) FROM jobs WHERE status = 'QUEUED'");
+    queued.step();
+    if (queued.int64(0) >= limits.max_queued) result = InsertResult::QueueFull;
+    if (result == InsertResult::Queued && row.key_id) {
+      Stmt mine(db_, "SELECT COUNT(*), COALESCE(SUM(input_bytes), 0) FROM jobs "
+                     "WHERE key_id = ? AND status IN ('QUEUED', 'PROCESSING')");
+      mine.bind(1, row.key_id).step();
+      if (mine.int64(0) >= limits.per_key_jobs) result = InsertResult::KeyJobsFull;
+      else if (mine.int64(1) + row.input_bytes > limits.per_key_bytes) result = InsertResult::KeyBytesFull;
+    }
+    if (result == InsertResult::Queued) {
+      Stmt st(db_, "INSERT INTO jobs (id, key_id, status, request, image, input_bytes, charged, webhook_url, "
+                   "created_at) VALUES (?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?)");
+      st.bind(1, row.id).bind(2, row.key_id).bind(3, row.request).bind(4, row.image).bind(5, row.input_bytes)
+          .bind(6, row.charged).bind_text_or_null(7, row.webhook_url).bind(8, row.created_at);
+      st.step();
+    }
+    exec("COMMIT");
+    return result;
+  } catch (...) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
 }
 
 std::optional<JobRow> JobStore::claim(const std::string& owner, double now) {
@@ -341,18 +443,53 @@ void JobStore::delete_expired_before(double cutoff) {
   st.bind(1, cutoff).step();
 }
 
+std::optional<int64_t> JobStore::take_refund(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  if (!db_) return std::nullopt;
+  Stmt st(db_, "UPDATE jobs SET charged = 0 WHERE id = ? AND charged = 1 AND status = 'FAILED' "
+               "AND key_id IS NOT NULL RETURNING key_id");
+  st.bind(1, id);
+  if (st.step() != SQLITE_ROW) return std::nullopt;
+  auto key = st.opt_int(0);
+  while (sqlite3_step(st.s) == SQLITE_ROW) {}
+  return key;
+}
+
 std::vector<JobRow> JobStore::pending_webhooks() {
   std::lock_guard lock(mutex_);
   std::vector<JobRow> out;
   if (!db_) return out;
-  Stmt st(db_, "SELECT id, owner FROM jobs WHERE webhook_state = 1 AND status IN ('COMPLETED', 'FAILED')");
+  Stmt st(db_, "SELECT id, owner, webhook_url, webhook_owner, webhook_lease FROM jobs "
+               "WHERE webhook_state = 1 AND status IN ('COMPLETED', 'FAILED')");
   while (st.step() == SQLITE_ROW) {
     JobRow r;
     r.id = st.text(0);
     r.owner = st.text(1);
+    r.webhook_url = st.text(2);
+    r.webhook_owner = st.text(3);
+    r.webhook_lease = st.real(4);
     out.push_back(std::move(r));
   }
   return out;
+}
+
+bool JobStore::claim_webhook(const std::string& id, const std::string& owner, double now, double lease_s,
+                             const std::string& dead_owner) {
+  std::lock_guard lock(mutex_);
+  if (!db_) return false;
+  Stmt st(db_, "UPDATE jobs SET webhook_owner = ?1, webhook_lease = ?2 WHERE id = ?3 AND webhook_state = 1 AND "
+               "(webhook_owner IS NULL OR webhook_owner = ?1 OR webhook_lease IS NULL OR webhook_lease < ?4 OR "
+               "webhook_owner = ?5)");
+  st.bind(1, owner).bind(2, now + lease_s).bind(3, id).bind(4, now).bind(5, dead_owner.empty() ? owner : dead_owner);
+  st.step();
+  return sqlite3_changes(db_) == 1;
+}
+
+void JobStore::release_webhooks(const std::string& owner) {
+  std::lock_guard lock(mutex_);
+  if (!db_) return;
+  Stmt st(db_, "UPDATE jobs SET webhook_lease = 0 WHERE webhook_owner = ? AND webhook_state = 1");
+  st.bind(1, owner).step();
 }
 
 void JobStore::set_webhook(const std::string& id, WebhookState state) {

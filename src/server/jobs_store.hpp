@@ -17,6 +17,10 @@ namespace maskmaker::server {
 enum class JobStatus { Queued, Processing, Completed, Failed, Expired };
 const char* job_status_name(JobStatus status);  // QUEUED, PROCESSING, COMPLETED, FAILED, EXPIRED
 
+// The default folder of the jobs database: $XDG_STATE_HOME/maskmaker, else ~/.local/state/maskmaker, else
+// /tmp/maskmaker-<uid>; created 0700, and refused (Error) when it is not a private folder of this user.
+std::string private_state_dir();
+
 // Webhook delivery state of a job.
 enum class WebhookState { None = 0, Pending = 1, Delivered = 2, GaveUp = 3 };
 
@@ -35,9 +39,23 @@ struct JobRow {
   std::string result;              // COMPLETED: JSON (content_type, detections, unmatched, instances)
   std::vector<uint8_t> result_image;
   std::string metrics;             // JSON: times
+  int64_t input_bytes = 0;         // the inline image's size (counted against the key's --jobs-bytes-per-key)
+  bool charged = false;            // a credit was taken at submit (given back if the job fails)
+  std::string webhook_owner;       // the process that holds the webhook's delivery, until webhook_lease
+  double webhook_lease = 0;
   double created_at = 0, started_at = 0, finished_at = 0, expired_at = 0;  // Unix seconds
 };
 
+// What insert() may refuse: the queue (all keys) or one key's share of it is full.
+enum class InsertResult { Queued, QueueFull, KeyJobsFull, KeyBytesFull };
+struct QueueLimits {
+  int64_t max_queued = 1000;      // QUEUED jobs, all keys
+  int64_t per_key_jobs = 32;      // unfinished (QUEUED, PROCESSING) jobs of one key
+  int64_t per_key_bytes = 256 << 20;  // their inline images' bytes
+};
+
+// Every database failure throws Error: StorageUnavailable (503, logged) for what passes (busy, locked, disk full,
+// I/O error, read-only, cannot open), Internal otherwise.
 class JobStore {
  public:
   // Opens (creates) the file now, or, with open_now false, at the first write: a server that never gets a job
@@ -50,8 +68,9 @@ class JobStore {
   const std::string& path() const { return path_; }
   bool is_open();
 
-  // Adds a QUEUED job unless `max_queued` jobs already wait: false then.
-  bool insert(const JobRow& row, int64_t max_queued);
+  // Adds a QUEUED job unless a limit is reached (checked and inserted in one transaction, exact across processes).
+  // Limits per key apply to jobs with a key_id.
+  InsertResult insert(const JobRow& row, const QueueLimits& limits);
   // The oldest QUEUED job becomes PROCESSING, owned by `owner`, attempts + 1; with its request and image.
   std::optional<JobRow> claim(const std::string& owner, double now);
   // A job taken but not run (the server stops): QUEUED again, as if never taken.
@@ -84,8 +103,17 @@ class JobStore {
   // EXPIRED rows older than `cutoff` are deleted (the id is then unknown).
   void delete_expired_before(double cutoff);
 
-  // Finished jobs whose webhook is pending (id and owner).
+  // A FAILED job's credit, once: the key to refund (and the job is no longer charged), or nullopt.
+  std::optional<int64_t> take_refund(const std::string& id);
+
+  // Finished jobs whose webhook is pending (id, owner, webhook_url, webhook_owner, webhook_lease).
   std::vector<JobRow> pending_webhooks();
+  // Takes (or extends) the delivery of a pending webhook until now + lease_s: true when `owner` holds it now, that
+  // is when nobody did, `owner` did, the holder's lease ran out, or the holder is `dead_owner`.
+  bool claim_webhook(const std::string& id, const std::string& owner, double now, double lease_s,
+                     const std::string& dead_owner = "");
+  // The deliveries `owner` holds and has not made: free for anyone at once (a clean stop).
+  void release_webhooks(const std::string& owner);
   void set_webhook(const std::string& id, WebhookState state);
 
  private:

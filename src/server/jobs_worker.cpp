@@ -90,7 +90,8 @@ Jobs::Impl::Impl(const ServerConfig& c, JobsContext context) : config(c), ctx(st
   register_metrics();
   Webhooks::Options hooks;
   hooks.allow_private = config.allow_private_urls;
-  webhooks = std::make_unique<Webhooks>(hooks, *store, *ctx.registry);
+  hooks.attempt_timeout_ms = config.jobs_webhook_timeout_ms;
+  webhooks = std::make_unique<Webhooks>(hooks, *store, owner, *ctx.registry);
 }
 
 void Jobs::Impl::register_metrics() {
@@ -100,13 +101,15 @@ void Jobs::Impl::register_metrics() {
   queued_gauge = &gauges.Add({{"state", "queued"}});
   processing_gauge = &gauges.Add({{"state", "processing"}});
   auto& events = prometheus::BuildCounter().Name("maskmaker_jobs_total")
-      .Help("Asynchronous jobs by event: submitted, completed, failed, expired, requeued (after a crash)")
+      .Help("Asynchronous jobs by event: submitted, completed, failed, expired, requeued (after a crash), "
+            "refunded (a failed job's credit given back)")
       .Register(reg);
   submitted = &events.Add({{"event", "submitted"}});
   completed = &events.Add({{"event", "completed"}});
   failed = &events.Add({{"event", "failed"}});
   expired = &events.Add({{"event", "expired"}});
   requeued = &events.Add({{"event", "requeued"}});
+  refunded = &events.Add({{"event", "refunded"}});
   static const prometheus::Histogram::BucketBoundaries buckets = {0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5,
                                                                   10, 30, 60, 120, 300, 600, 1800};
   auto& latency = prometheus::BuildHistogram().Name("maskmaker_job_duration_seconds")
@@ -162,7 +165,7 @@ void Jobs::Impl::worker_loop() {
           } catch (const std::exception& e) {  // the database failed: do not leave the job PROCESSING for ever
             spdlog::error("job id={}: {}", id, e.what());
             try {
-              store->fail(id, owner, "internal error (request id " + id + ")", "", unix_now());
+              if (store->fail(id, owner, "internal error (request id " + id + ")", "", unix_now())) refund_failed(id);
             } catch (const std::exception&) {
             }
           }
@@ -237,14 +240,14 @@ void Jobs::Impl::run(JobRow job, Pipeline& pipeline) {
   if (error.empty() && int64_t(answer.bytes.size()) > config.jobs_max_result_bytes)
     error = "the result is " + std::to_string(answer.bytes.size()) + " bytes, more than this server keeps (" +
             std::to_string(config.jobs_max_result_bytes) + " bytes)";
-  // The credit is taken when the job succeeds: a key that ran out meanwhile gets no result.
+  // The credit was taken at submit (jobs_queue.cpp); the balance now, for the metrics.
   std::optional<int64_t> remaining;
   if (error.empty() && job.key_id && ctx.keys) {
     try {
-      if (!ctx.keys->consume(*job.key_id, remaining))
-        error = "this API key has no credits left (or was disabled) when the job finished; its result was not kept";
+      if (auto record = ctx.keys->find(std::to_string(*job.key_id)); record && record->id == *job.key_id)
+        remaining = record->credits;
     } catch (const std::exception& e) {
-      error = internal_error(job, e.what());
+      spdlog::warn("job id={}: reading the key's balance: {}", job.id, e.what());
     }
   }
 
@@ -277,7 +280,10 @@ void Jobs::Impl::run(JobRow job, Pipeline& pipeline) {
     }
   } else {
     stored = store->fail(job.id, owner, error, dump(metrics), now);
-    if (stored) failed->Increment();
+    if (stored) {
+      failed->Increment();
+      refund_failed(job.id);
+    }
   }
   if (!stored) {
     spdlog::warn("job id={}: finished, but another process had taken it over meanwhile; its result is dropped", job.id);
@@ -290,14 +296,13 @@ void Jobs::Impl::run(JobRow job, Pipeline& pipeline) {
                job.id, job.key_id ? std::to_string(*job.key_id) : "-", error.empty() ? "COMPLETED" : "FAILED",
                job.attempts, detections, queue_ms, fetch_ms, infer_ms, total_ms, answer.bytes.size(),
                error.empty() ? "" : " error=", error.empty() ? "" : dump(json(error)));
-  if (!job.webhook_url.empty()) webhooks->schedule(job.id);
+  if (!job.webhook_url.empty()) webhooks->schedule(job.id, job.webhook_url);
 }
 
 // Heartbeats this process's running jobs, recovers those of dead processes, expires old jobs, and keeps the
 // queue-depth gauges true (other processes may share the database).
 void Jobs::Impl::sweeper_loop() {
   double last_heartbeat = 0;
-  bool first = true;
   while (!stopping) {
     try {
       if (store->is_open()) {
@@ -306,9 +311,8 @@ void Jobs::Impl::sweeper_loop() {
           store->heartbeat(owner, now);
           last_heartbeat = now;
         }
-        if (first) resume_webhooks();  // before recover_dead, which schedules the webhooks of the jobs it fails
-        first = false;
         recover_dead(now);
+        resume_webhooks(now);
         int64_t n = store->expire_finished_before(now - double(config.jobs_ttl_seconds), now);
         if (n) expired->Increment(double(n));
         store->delete_expired_before(now - std::max(kTombstoneS, double(config.jobs_ttl_seconds)));
@@ -355,16 +359,20 @@ void Jobs::Impl::recover_dead(double now) {
     } else {
       failed->Increment();
       spdlog::warn("job id={}: FAILED: {}", row.id, why);
-      webhooks->schedule(row.id);  // a no-op unless it has one (checked when sent)
+      refund_failed(row.id);  // its webhook, if any, is sent by resume_webhooks
     }
   }
   if (any) notify_workers();
 }
 
-// Webhooks that a dead process on this machine had not delivered.
-void Jobs::Impl::resume_webhooks() {
-  for (const JobRow& row : store->pending_webhooks())
-    if (row.owner != owner && gone_here(row.owner)) webhooks->schedule(row.id);
+// Pending webhooks that no live process holds: nobody took them yet, their holder's lease ran out (it died on
+// any machine), or their holder was a process of this machine that is gone.
+void Jobs::Impl::resume_webhooks(double now) {
+  for (const JobRow& row : store->pending_webhooks()) {
+    const bool dead_here = !row.webhook_owner.empty() && row.webhook_owner != owner && gone_here(row.webhook_owner);
+    if (row.webhook_owner.empty() || row.webhook_owner == owner || row.webhook_lease < now || dead_here)
+      webhooks->schedule(row.id, row.webhook_url, 0, Clock::now(), dead_here ? row.webhook_owner : "");
+  }
 }
 
 }  // namespace maskmaker::server

@@ -328,7 +328,7 @@ class Service {
       spdlog::error("request {}: {}", t_log.id, e.what());
       message = "internal error (request id " + t_log.id + ")";
     }
-    if (e.code() == ErrorCode::NotReady || e.code() == ErrorCode::Overloaded) res.set_header("Retry-After", "2");
+    if (http_status(e.code()) == 503) res.set_header("Retry-After", "2");
     t_log.error = message;
     set_json_error(res, status, message);
   }

@@ -58,8 +58,25 @@ bool post_json(const GuardedUrl& target, const std::string& body, const std::str
 
 }  // namespace
 
-Webhooks::Webhooks(Options options, JobStore& store, prometheus::Registry& registry)
-    : options_(options), store_(store) {
+// host:port of a URL, lower case; the URL itself when it does not parse (the guard refuses it when sent).
+std::string destination_of(const std::string& url) {
+  std::unique_ptr<CURLU, decltype(&curl_url_cleanup)> u(curl_url(), curl_url_cleanup);
+  if (curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) return url;
+  char* host = nullptr;
+  char* port = nullptr;
+  std::string out = url;
+  if (curl_url_get(u.get(), CURLUPART_HOST, &host, 0) == CURLUE_OK &&
+      curl_url_get(u.get(), CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
+    out = std::string(host) + ":" + port;
+    std::transform(out.begin(), out.end(), out.begin(), ::tolower);
+  }
+  curl_free(host);
+  curl_free(port);
+  return out;
+}
+
+Webhooks::Webhooks(Options options, JobStore& store, std::string owner, prometheus::Registry& registry)
+    : options_(options), store_(store), owner_(std::move(owner)) {
   auto& hooks = prometheus::BuildCounter().Name("maskmaker_webhook_deliveries_total")
       .Help("Webhook calls: delivered, retried (a try failed, another follows), gave_up (every try failed)")
       .Register(registry);
@@ -70,7 +87,9 @@ Webhooks::Webhooks(Options options, JobStore& store, prometheus::Registry& regis
 
 Webhooks::~Webhooks() { stop(); }
 
-void Webhooks::start() { thread_ = std::thread([this] { loop(); }); }
+void Webhooks::start() {
+  for (int i = 0; i < std::max(1, options_.senders); ++i) threads_.emplace_back([this] { loop(); });
+}
 
 void Webhooks::stop() {
   {
@@ -78,47 +97,80 @@ void Webhooks::stop() {
     stopping_ = true;
   }
   wake_.notify_all();
-  if (thread_.joinable()) thread_.join();
+  for (auto& t : threads_)
+    if (t.joinable()) t.join();
+  threads_.clear();
+  try {  // what this process holds and did not send: free for the next process at once
+    store_.release_webhooks(owner_);
+  } catch (const std::exception& e) {
+    spdlog::warn("webhooks: {}", e.what());
+  }
 }
 
-void Webhooks::schedule(const std::string& id, int attempt, Clock::time_point due) {
+void Webhooks::schedule(const std::string& id, const std::string& url, int attempt, Clock::time_point due,
+                        const std::string& dead_owner) {
   {
     std::lock_guard lock(mutex_);
-    deliveries_.push_back({id, attempt, due});
+    if (stopping_ || !known_.insert(id).second) return;
+    deliveries_.push_back({id, destination_of(url), attempt, due, dead_owner});
   }
-  wake_.notify_all();
+  wake_.notify_one();
+}
+
+void Webhooks::requeue(Delivery d) {
+  {
+    std::lock_guard lock(mutex_);
+    deliveries_.push_back(std::move(d));
+  }
+  wake_.notify_one();
 }
 
 void Webhooks::loop() {
   std::unique_lock lock(mutex_);
   while (!stopping_) {
-    if (deliveries_.empty()) {
-      wake_.wait(lock, [&] { return stopping_ || !deliveries_.empty(); });
+    // The earliest due delivery whose destination has room.
+    auto now = Clock::now();
+    auto pick = deliveries_.end();
+    std::optional<Clock::time_point> next_due;
+    for (auto it = deliveries_.begin(); it != deliveries_.end(); ++it) {
+      if (in_flight_[it->destination] >= options_.per_destination) continue;
+      if (it->due <= now && (pick == deliveries_.end() || it->due < pick->due)) pick = it;
+      if (it->due > now && (!next_due || it->due < *next_due)) next_due = it->due;
+    }
+    if (pick == deliveries_.end()) {
+      if (next_due) wake_.wait_until(lock, *next_due);
+      else wake_.wait(lock);  // a new delivery, a finished try (room at a destination), or stop
       continue;
     }
-    auto next = std::min_element(deliveries_.begin(), deliveries_.end(),
-                                 [](const Delivery& a, const Delivery& b) { return a.due < b.due; });
-    if (next->due > Clock::now()) {
-      wake_.wait_until(lock, next->due);
-      continue;
-    }
-    Delivery d = *next;
-    deliveries_.erase(next);
+    Delivery d = std::move(*pick);
+    deliveries_.erase(pick);
+    ++in_flight_[d.destination];
     lock.unlock();
     deliver(d);
     lock.lock();
+    if (--in_flight_[d.destination] == 0) in_flight_.erase(d.destination);
+    wake_.notify_all();
   }
 }
 
 void Webhooks::deliver(const Delivery& d) {
+  auto forget = [&] {
+    std::lock_guard lock(mutex_);
+    known_.erase(d.id);
+  };
   std::optional<JobRow> row;
   try {
-    row = store_.get(d.id, true);
-  } catch (const std::exception& e) {
+    // Held for this try and the back-off after it; another process may take it only when this one is gone.
+    const double lease_s = double(options_.attempt_timeout_ms) / 1000 + 15;
+    if (store_.claim_webhook(d.id, owner_, jobs_detail::unix_now(), lease_s, d.dead_owner))
+      row = store_.get(d.id, true);
+  } catch (const std::exception& e) {  // the store is unavailable: tried again by the sweeper
     spdlog::warn("job id={}: webhook: {}", d.id, e.what());
   }
-  if (!row || row->webhook_url.empty() || (row->status != JobStatus::Completed && row->status != JobStatus::Failed))
+  if (!row || row->webhook_url.empty() || (row->status != JobStatus::Completed && row->status != JobStatus::Failed)) {
+    forget();  // sent by another process, or nothing to send
     return;
+  }
   std::string why;
   bool ok = false;
   try {
@@ -139,7 +191,12 @@ void Webhooks::deliver(const Delivery& d) {
       retried_->Increment();
       auto backoff = std::chrono::seconds(d.attempt == 0 ? 1 : 4);  // 1 s, then 4 s
       spdlog::warn("job id={}: webhook try {} failed ({}); again in {} s", d.id, d.attempt + 1, why, backoff.count());
-      schedule(d.id, d.attempt + 1, Clock::now() + backoff);
+      Delivery next = d;
+      next.attempt = d.attempt + 1;
+      next.due = Clock::now() + backoff;
+      next.dead_owner.clear();
+      requeue(std::move(next));
+      return;
     } else {
       gave_up_->Increment();
       store_.set_webhook(d.id, WebhookState::GaveUp);
@@ -148,6 +205,7 @@ void Webhooks::deliver(const Delivery& d) {
   } catch (const std::exception& e) {
     spdlog::warn("job id={}: webhook: {}", d.id, e.what());
   }
+  forget();
 }
 
 }  // namespace maskmaker::server
