@@ -8,6 +8,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <vector>
 
 #include <spdlog/spdlog.h>
 
@@ -121,22 +122,41 @@ void prepare_file(const std::string& path) {
 
 }  // namespace
 
+namespace {
+
+// mkdir -p, the last folder with `mode`: whether it is there now.
+bool make_dirs(const std::string& dir, mode_t mode) {
+  for (size_t at = 1; (at = dir.find('/', at)) != std::string::npos; ++at) ::mkdir(dir.substr(0, at).c_str(), 0755);
+  return ::mkdir(dir.c_str(), mode) == 0 || errno == EEXIST;
+}
+
+}  // namespace
+
 std::string private_state_dir() {
-  std::string base;
-  if (const char* x = std::getenv("XDG_STATE_HOME"); x && *x == '/') base = x;
-  else if (const char* h = std::getenv("HOME"); h && *h == '/') base = std::string(h) + "/.local/state";
-  std::string dir = base.empty() ? "/tmp/maskmaker-" + std::to_string(geteuid()) : base + "/maskmaker";
-  if (!base.empty()) {  // parents as mkdir -p makes them; the last one private
-    for (size_t at = 1; (at = base.find('/', at)) != std::string::npos; ++at) ::mkdir(base.substr(0, at).c_str(), 0755);
-    ::mkdir(base.c_str(), 0700);
+  // The first of these that can be made: systemd's StateDirectory=, the XDG state folder, and /tmp (a container's
+  // or a systemd unit's read-only root and absent home leave only that).
+  std::vector<std::string> candidates;
+  if (const char* d = std::getenv("STATE_DIRECTORY"); d && *d == '/') {
+    const std::string dirs = d;  // several, ':'-separated, when the unit names several
+    candidates.push_back(dirs.substr(0, dirs.find(':')));
   }
-  if (::mkdir(dir.c_str(), 0700) != 0 && errno != EEXIST)
-    throw Error(ErrorCode::InvalidArgument, "cannot create " + dir + " for the jobs database: " + std::strerror(errno));
-  struct stat st{};
-  if (lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 077) != 0)
-    throw Error(ErrorCode::InvalidArgument, dir + " (for the jobs database) is not a private folder of this user "
-                                                  "(mode 0700): refusing to use it; set --jobs-db");
-  return dir;
+  if (const char* x = std::getenv("XDG_STATE_HOME"); x && *x == '/')
+    candidates.push_back(std::string(x) + "/maskmaker");
+  else if (const char* h = std::getenv("HOME"); h && *h == '/' && std::string(h) != "/")
+    candidates.push_back(std::string(h) + "/.local/state/maskmaker");
+  const char* tmp = std::getenv("TMPDIR");
+  candidates.push_back(std::string(tmp && *tmp == '/' ? tmp : "/tmp") + "/maskmaker-" + std::to_string(geteuid()));
+  for (const std::string& dir : candidates) {
+    if (!make_dirs(dir, 0700)) continue;
+    // Someone else's folder, or one others may write to (a name planted in /tmp), is refused, not used.
+    struct stat st{};
+    if (lstat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode) || st.st_uid != geteuid() || (st.st_mode & 022) != 0)
+      throw Error(ErrorCode::InvalidArgument, dir + " (for the jobs database) is not a folder of this user that only "
+                                                    "it may write to: refusing to use it; set --jobs-db");
+    return dir;
+  }
+  throw Error(ErrorCode::InvalidArgument, "no folder for the jobs database could be made (" + candidates.back() +
+                                              "): set --jobs-db");
 }
 
 const char* job_status_name(JobStatus status) {
@@ -150,21 +170,21 @@ const char* job_status_name(JobStatus status) {
   return "EXPIRED";
 }
 
-JobStore::JobStore(std::string path, bool open_now) : path_(std::move(path)) {
+SqliteJobStore::SqliteJobStore(std::string path, bool open_now) : path_(std::move(path)) {
   if (open_now) {
     std::lock_guard lock(mutex_);
     open_locked();
   }
 }
 
-JobStore::~JobStore() { sqlite3_close(db_); }
+SqliteJobStore::~SqliteJobStore() { sqlite3_close(db_); }
 
-bool JobStore::is_open() {
+bool SqliteJobStore::is_open() {
   std::lock_guard lock(mutex_);
   return db_ != nullptr;
 }
 
-void JobStore::exec(const char* sql) {
+void SqliteJobStore::exec(const char* sql) {
   char* err = nullptr;
   if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
     sqlite3_free(err);
@@ -172,7 +192,7 @@ void JobStore::exec(const char* sql) {
   }
 }
 
-void JobStore::open_locked() {
+void SqliteJobStore::open_locked() {
   if (db_) return;
   prepare_file(path_);
   if (sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
@@ -224,7 +244,7 @@ void JobStore::open_locked() {
   }
 }
 
-InsertResult JobStore::insert(const JobRow& row, const QueueLimits& limits) {
+InsertResult SqliteJobStore::insert(const JobRow& row, const QueueLimits& limits) {
   std::lock_guard lock(mutex_);
   try {
     open_locked();  // the first job of a server whose file is made on demand
@@ -261,7 +281,7 @@ InsertResult JobStore::insert(const JobRow& row, const QueueLimits& limits) {
   }
 }
 
-std::optional<JobRow> JobStore::claim(const std::string& owner, double now) {
+std::optional<JobRow> SqliteJobStore::claim(const std::string& owner, double now) {
   std::lock_guard lock(mutex_);
   if (!db_) return std::nullopt;
   Stmt st(db_, "UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, owner = ?1, started_at = ?2, "
@@ -285,7 +305,7 @@ std::optional<JobRow> JobStore::claim(const std::string& owner, double now) {
   return r;
 }
 
-void JobStore::release(const std::string& id, const std::string& owner) {
+void SqliteJobStore::release(const std::string& id, const std::string& owner) {
   std::lock_guard lock(mutex_);
   if (!db_) return;
   Stmt st(db_, "UPDATE jobs SET status = 'QUEUED', attempts = MAX(0, attempts - 1), owner = NULL, started_at = NULL, "
@@ -293,7 +313,7 @@ void JobStore::release(const std::string& id, const std::string& owner) {
   st.bind(1, id).bind(2, owner).step();
 }
 
-bool JobStore::complete(const std::string& id, const std::string& owner, const std::string& result,
+bool SqliteJobStore::complete(const std::string& id, const std::string& owner, const std::string& result,
                         const std::vector<uint8_t>& result_image, const std::string& metrics, double now) {
   std::lock_guard lock(mutex_);
   if (!db_) return false;
@@ -306,7 +326,7 @@ bool JobStore::complete(const std::string& id, const std::string& owner, const s
   return sqlite3_changes(db_) == 1;
 }
 
-bool JobStore::fail(const std::string& id, const std::string& owner, const std::string& error,
+bool SqliteJobStore::fail(const std::string& id, const std::string& owner, const std::string& error,
                     const std::string& metrics, double now) {
   std::lock_guard lock(mutex_);
   if (!db_) return false;
@@ -318,7 +338,7 @@ bool JobStore::fail(const std::string& id, const std::string& owner, const std::
   return sqlite3_changes(db_) == 1;
 }
 
-std::optional<JobRow> JobStore::get(const std::string& id, bool with_result) {
+std::optional<JobRow> SqliteJobStore::get(const std::string& id, bool with_result) {
   std::lock_guard lock(mutex_);
   if (!db_) return std::nullopt;
   Stmt st(db_, with_result
@@ -345,7 +365,7 @@ std::optional<JobRow> JobStore::get(const std::string& id, bool with_result) {
   return r;
 }
 
-int64_t JobStore::queue_position(const std::string& id) {
+int64_t SqliteJobStore::queue_position(const std::string& id) {
   std::lock_guard lock(mutex_);
   if (!db_) return 0;
   Stmt st(db_, "SELECT COUNT(*) FROM jobs j, (SELECT created_at c, rowid r FROM jobs WHERE id = ?) me "
@@ -354,7 +374,7 @@ int64_t JobStore::queue_position(const std::string& id) {
   return st.int64(0);
 }
 
-int64_t JobStore::count(JobStatus status) {
+int64_t SqliteJobStore::count(JobStatus status) {
   std::lock_guard lock(mutex_);
   if (!db_) return 0;
   Stmt st(db_, "SELECT COUNT(*) FROM jobs WHERE status = ?");
@@ -362,7 +382,7 @@ int64_t JobStore::count(JobStatus status) {
   return st.int64(0);
 }
 
-std::vector<JobRow> JobStore::processing() {
+std::vector<JobRow> SqliteJobStore::processing() {
   std::lock_guard lock(mutex_);
   std::vector<JobRow> out;
   if (!db_) return out;
@@ -379,14 +399,14 @@ std::vector<JobRow> JobStore::processing() {
   return out;
 }
 
-void JobStore::heartbeat(const std::string& owner, double now) {
+void SqliteJobStore::heartbeat(const std::string& owner, double now) {
   std::lock_guard lock(mutex_);
   if (!db_) return;
   Stmt st(db_, "UPDATE jobs SET heartbeat_at = ? WHERE owner = ? AND status = 'PROCESSING'");
   st.bind(1, now).bind(2, owner).step();
 }
 
-bool JobStore::recover(const std::string& id, const std::string& owner, int max_attempts, const std::string& error,
+bool SqliteJobStore::recover(const std::string& id, const std::string& owner, int max_attempts, const std::string& error,
                        double now, bool& requeued) {
   std::lock_guard lock(mutex_);
   if (!db_) return false;
@@ -406,7 +426,7 @@ bool JobStore::recover(const std::string& id, const std::string& owner, int max_
   return true;
 }
 
-int64_t JobStore::expire_finished_before(double cutoff, double now) {
+int64_t SqliteJobStore::expire_finished_before(double cutoff, double now) {
   std::lock_guard lock(mutex_);
   if (!db_) return 0;
   Stmt st(db_, "UPDATE jobs SET status = 'EXPIRED', expired_at = ?, request = NULL, image = NULL, result = NULL, "
@@ -416,7 +436,7 @@ int64_t JobStore::expire_finished_before(double cutoff, double now) {
   return sqlite3_changes(db_);
 }
 
-int64_t JobStore::evict_results_over(int64_t budget, double now) {
+int64_t SqliteJobStore::evict_results_over(int64_t budget, double now) {
   std::lock_guard lock(mutex_);
   if (!db_) return 0;
   // The oldest results go first: a running total from the newest, and every result beyond the budget expires.
@@ -428,7 +448,7 @@ int64_t JobStore::evict_results_over(int64_t budget, double now) {
   return sqlite3_changes(db_);
 }
 
-int64_t JobStore::result_bytes_total() {
+int64_t SqliteJobStore::result_bytes_total() {
   std::lock_guard lock(mutex_);
   if (!db_) return 0;
   Stmt st(db_, "SELECT COALESCE(SUM(result_bytes), 0) FROM jobs WHERE status = 'COMPLETED'");
@@ -436,14 +456,14 @@ int64_t JobStore::result_bytes_total() {
   return st.int64(0);
 }
 
-void JobStore::delete_expired_before(double cutoff) {
+void SqliteJobStore::delete_expired_before(double cutoff) {
   std::lock_guard lock(mutex_);
   if (!db_) return;
   Stmt st(db_, "DELETE FROM jobs WHERE status = 'EXPIRED' AND expired_at < ?");
   st.bind(1, cutoff).step();
 }
 
-std::optional<int64_t> JobStore::take_refund(const std::string& id) {
+std::optional<int64_t> SqliteJobStore::take_refund(const std::string& id) {
   std::lock_guard lock(mutex_);
   if (!db_) return std::nullopt;
   Stmt st(db_, "UPDATE jobs SET charged = 0 WHERE id = ? AND charged = 1 AND status = 'FAILED' "
@@ -455,7 +475,7 @@ std::optional<int64_t> JobStore::take_refund(const std::string& id) {
   return key;
 }
 
-std::vector<JobRow> JobStore::pending_webhooks() {
+std::vector<JobRow> SqliteJobStore::pending_webhooks() {
   std::lock_guard lock(mutex_);
   std::vector<JobRow> out;
   if (!db_) return out;
@@ -473,7 +493,7 @@ std::vector<JobRow> JobStore::pending_webhooks() {
   return out;
 }
 
-bool JobStore::claim_webhook(const std::string& id, const std::string& owner, double now, double lease_s,
+bool SqliteJobStore::claim_webhook(const std::string& id, const std::string& owner, double now, double lease_s,
                              const std::string& dead_owner) {
   std::lock_guard lock(mutex_);
   if (!db_) return false;
@@ -485,18 +505,25 @@ bool JobStore::claim_webhook(const std::string& id, const std::string& owner, do
   return sqlite3_changes(db_) == 1;
 }
 
-void JobStore::release_webhooks(const std::string& owner) {
+void SqliteJobStore::release_webhooks(const std::string& owner) {
   std::lock_guard lock(mutex_);
   if (!db_) return;
   Stmt st(db_, "UPDATE jobs SET webhook_lease = 0 WHERE webhook_owner = ? AND webhook_state = 1");
   st.bind(1, owner).step();
 }
 
-void JobStore::set_webhook(const std::string& id, WebhookState state) {
+void SqliteJobStore::set_webhook(const std::string& id, WebhookState state) {
   std::lock_guard lock(mutex_);
   if (!db_) return;
   Stmt st(db_, "UPDATE jobs SET webhook_state = ? WHERE id = ?");
   st.bind(1, int64_t(state)).bind(2, id).step();
+}
+
+std::unique_ptr<JobStore> open_job_store(const std::string& path_or_url, bool open_now) {
+  if (path_or_url.rfind("postgresql://", 0) == 0 || path_or_url.rfind("postgres://", 0) == 0)
+    throw Error(ErrorCode::InvalidArgument,
+                "--jobs-db: a PostgreSQL job store is not available yet; give a SQLite file");
+  return std::make_unique<SqliteJobStore>(path_or_url, open_now);
 }
 
 }  // namespace maskmaker::server

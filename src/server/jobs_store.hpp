@@ -1,10 +1,12 @@
-// The asynchronous jobs' table (jobs.hpp): queued, running and finished jobs in one SQLite file, so that they
-// survive a restart and processes on one machine that share the file share the queue. The database is the queue:
-// a worker takes the oldest QUEUED row with one UPDATE (atomic across processes), and each PROCESSING row names
-// its owner (host, pid, a random token) and carries a heartbeat, so that a job whose process died is found.
+// The asynchronous jobs' table (jobs.hpp) behind one interface, JobStore; its SQLite backend keeps queued, running
+// and finished jobs in one file, so that they survive a restart and processes on one machine that share the file
+// share the queue. The database is the queue: a worker takes the oldest QUEUED row with one UPDATE (atomic across
+// processes), and each PROCESSING row names its owner (host, pid, a random token) and carries a heartbeat, so that
+// a job whose process died is found.
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
@@ -17,8 +19,9 @@ namespace maskmaker::server {
 enum class JobStatus { Queued, Processing, Completed, Failed, Expired };
 const char* job_status_name(JobStatus status);  // QUEUED, PROCESSING, COMPLETED, FAILED, EXPIRED
 
-// The default folder of the jobs database: $XDG_STATE_HOME/maskmaker, else ~/.local/state/maskmaker, else
-// /tmp/maskmaker-<uid>; created 0700, and refused (Error) when it is not a private folder of this user.
+// The default folder of the jobs database, the first that can be made of: $STATE_DIRECTORY (systemd),
+// $XDG_STATE_HOME/maskmaker (else ~/.local/state/maskmaker), $TMPDIR/maskmaker-<uid> (/tmp); created 0700, and
+// refused (Error) when it belongs to another user or others may write to it.
 std::string private_state_dir();
 
 // Webhook delivery state of a job.
@@ -55,66 +58,102 @@ struct QueueLimits {
 };
 
 // Every database failure throws Error: StorageUnavailable (503, logged) for what passes (busy, locked, disk full,
-// I/O error, read-only, cannot open), Internal otherwise.
+// I/O error, read-only, cannot open), Internal otherwise. The jobs use only this interface: a backend shared by
+// several machines (PostgreSQL, issue 17) implements the same contract.
 class JobStore {
  public:
-  // Opens (creates) the file now, or, with open_now false, at the first write: a server that never gets a job
-  // leaves no file behind.
-  JobStore(std::string path, bool open_now);
-  ~JobStore();
-  JobStore(const JobStore&) = delete;
-  JobStore& operator=(const JobStore&) = delete;
+  virtual ~JobStore() = default;
 
-  const std::string& path() const { return path_; }
-  bool is_open();
+  // Where the jobs are, for logs.
+  virtual std::string describe() const = 0;
+  virtual bool is_open() = 0;
 
   // Adds a QUEUED job unless a limit is reached (checked and inserted in one transaction, exact across processes).
   // Limits per key apply to jobs with a key_id.
-  InsertResult insert(const JobRow& row, const QueueLimits& limits);
+  virtual InsertResult insert(const JobRow& row, const QueueLimits& limits) = 0;
   // The oldest QUEUED job becomes PROCESSING, owned by `owner`, attempts + 1; with its request and image.
-  std::optional<JobRow> claim(const std::string& owner, double now);
+  virtual std::optional<JobRow> claim(const std::string& owner, double now) = 0;
   // A job taken but not run (the server stops): QUEUED again, as if never taken.
-  void release(const std::string& id, const std::string& owner);
+  virtual void release(const std::string& id, const std::string& owner) = 0;
   // PROCESSING -> COMPLETED / FAILED, only while `owner` still holds it; false otherwise. The input image is
   // dropped; the webhook becomes pending when the job has one.
-  bool complete(const std::string& id, const std::string& owner, const std::string& result,
-                const std::vector<uint8_t>& result_image, const std::string& metrics, double now);
-  bool fail(const std::string& id, const std::string& owner, const std::string& error, const std::string& metrics,
-            double now);
+  virtual bool complete(const std::string& id, const std::string& owner, const std::string& result,
+                        const std::vector<uint8_t>& result_image, const std::string& metrics, double now) = 0;
+  virtual bool fail(const std::string& id, const std::string& owner, const std::string& error,
+                    const std::string& metrics, double now) = 0;
 
-  std::optional<JobRow> get(const std::string& id, bool with_result);
+  virtual std::optional<JobRow> get(const std::string& id, bool with_result) = 0;
   // Jobs queued before this one (0 = next).
-  int64_t queue_position(const std::string& id);
-  int64_t count(JobStatus status);
+  virtual int64_t queue_position(const std::string& id) = 0;
+  virtual int64_t count(JobStatus status) = 0;
 
   // PROCESSING rows (id, owner, heartbeat_at, attempts): for finding jobs whose process died.
-  std::vector<JobRow> processing();
-  void heartbeat(const std::string& owner, double now);
+  virtual std::vector<JobRow> processing() = 0;
+  virtual void heartbeat(const std::string& owner, double now) = 0;
   // A dead owner's PROCESSING job: QUEUED again (true) when it has been taken fewer than `max_attempts` times,
   // else FAILED with `error`. Only when `owner` still holds it.
-  bool recover(const std::string& id, const std::string& owner, int max_attempts, const std::string& error,
-               double now, bool& requeued);
+  virtual bool recover(const std::string& id, const std::string& owner, int max_attempts, const std::string& error,
+                       double now, bool& requeued) = 0;
 
   // Finished jobs older than `cutoff` become EXPIRED (their request and result dropped); returns how many.
-  int64_t expire_finished_before(double cutoff, double now);
+  virtual int64_t expire_finished_before(double cutoff, double now) = 0;
   // Oldest COMPLETED results become EXPIRED until the results total at most `budget` bytes; returns how many.
-  int64_t evict_results_over(int64_t budget, double now);
-  int64_t result_bytes_total();
+  virtual int64_t evict_results_over(int64_t budget, double now) = 0;
+  virtual int64_t result_bytes_total() = 0;
   // EXPIRED rows older than `cutoff` are deleted (the id is then unknown).
-  void delete_expired_before(double cutoff);
+  virtual void delete_expired_before(double cutoff) = 0;
 
   // A FAILED job's credit, once: the key to refund (and the job is no longer charged), or nullopt.
-  std::optional<int64_t> take_refund(const std::string& id);
+  virtual std::optional<int64_t> take_refund(const std::string& id) = 0;
 
   // Finished jobs whose webhook is pending (id, owner, webhook_url, webhook_owner, webhook_lease).
-  std::vector<JobRow> pending_webhooks();
+  virtual std::vector<JobRow> pending_webhooks() = 0;
   // Takes (or extends) the delivery of a pending webhook until now + lease_s: true when `owner` holds it now, that
   // is when nobody did, `owner` did, the holder's lease ran out, or the holder is `dead_owner`.
-  bool claim_webhook(const std::string& id, const std::string& owner, double now, double lease_s,
-                     const std::string& dead_owner = "");
+  virtual bool claim_webhook(const std::string& id, const std::string& owner, double now, double lease_s,
+                             const std::string& dead_owner = "") = 0;
   // The deliveries `owner` holds and has not made: free for anyone at once (a clean stop).
-  void release_webhooks(const std::string& owner);
-  void set_webhook(const std::string& id, WebhookState state);
+  virtual void release_webhooks(const std::string& owner) = 0;
+  virtual void set_webhook(const std::string& id, WebhookState state) = 0;
+};
+
+// The SQLite backend: one file, shared by the processes of one machine. The file is created 0600; one owned by
+// another user is refused.
+class SqliteJobStore final : public JobStore {
+ public:
+  // Opens (creates) the file now, or, with open_now false, at the first write: a server that never gets a job
+  // leaves no file behind.
+  SqliteJobStore(std::string path, bool open_now);
+  ~SqliteJobStore() override;
+  SqliteJobStore(const SqliteJobStore&) = delete;
+  SqliteJobStore& operator=(const SqliteJobStore&) = delete;
+
+  std::string describe() const override { return path_; }
+  bool is_open() override;
+  InsertResult insert(const JobRow& row, const QueueLimits& limits) override;
+  std::optional<JobRow> claim(const std::string& owner, double now) override;
+  void release(const std::string& id, const std::string& owner) override;
+  bool complete(const std::string& id, const std::string& owner, const std::string& result,
+                const std::vector<uint8_t>& result_image, const std::string& metrics, double now) override;
+  bool fail(const std::string& id, const std::string& owner, const std::string& error, const std::string& metrics,
+            double now) override;
+  std::optional<JobRow> get(const std::string& id, bool with_result) override;
+  int64_t queue_position(const std::string& id) override;
+  int64_t count(JobStatus status) override;
+  std::vector<JobRow> processing() override;
+  void heartbeat(const std::string& owner, double now) override;
+  bool recover(const std::string& id, const std::string& owner, int max_attempts, const std::string& error,
+               double now, bool& requeued) override;
+  int64_t expire_finished_before(double cutoff, double now) override;
+  int64_t evict_results_over(int64_t budget, double now) override;
+  int64_t result_bytes_total() override;
+  void delete_expired_before(double cutoff) override;
+  std::optional<int64_t> take_refund(const std::string& id) override;
+  std::vector<JobRow> pending_webhooks() override;
+  bool claim_webhook(const std::string& id, const std::string& owner, double now, double lease_s,
+                     const std::string& dead_owner) override;
+  void release_webhooks(const std::string& owner) override;
+  void set_webhook(const std::string& id, WebhookState state) override;
 
  private:
   void open_locked();
@@ -123,5 +162,8 @@ class JobStore {
   sqlite3* db_ = nullptr;
   std::mutex mutex_;
 };
+
+// postgresql:// URLs are not served yet (issue 17); anything else is a SQLite file.
+std::unique_ptr<JobStore> open_job_store(const std::string& path_or_url, bool open_now);
 
 }  // namespace maskmaker::server

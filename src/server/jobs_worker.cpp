@@ -84,7 +84,7 @@ Jobs::Impl::Impl(const ServerConfig& c, JobsContext context) : config(c), ctx(st
   // Opened now when it is configured or already there (jobs to resume); otherwise at the first submit.
   bool open_now = !config.jobs_db.empty() || (!config.keys_db.empty() && !is_postgres_url(config.keys_db)) ||
                   std::filesystem::exists(path);
-  store = std::make_unique<JobStore>(path, open_now);
+  store = open_job_store(path, open_now);
   spdlog::info("jobs: kept in {} ({} s, {} result bytes at most, {} queued at most)", path, config.jobs_ttl_seconds,
                config.jobs_max_result_bytes, config.jobs_queue_length);
   register_metrics();

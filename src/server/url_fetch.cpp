@@ -162,7 +162,8 @@ std::string checked_address(const Parsed& p, bool allow_private, std::chrono::st
     if (chosen.empty()) chosen = address;
   }
   if (chosen.empty())
-    throw Error(role.unresolved, std::string("cannot resolve ") + role.possessive + " host '" + p.host + "'", role.field);
+    throw Error(role.unresolved, std::string("cannot resolve ") + role.possessive + " host '" + p.host + "'",
+                role.field);
   return chosen;
 }
 

@@ -132,7 +132,7 @@ def _serve(env: dict, *args: str) -> subprocess.Popen:
 
 def test_the_default_jobs_file_is_private(tmp_path):
     state = tmp_path / "state"
-    env = {**os.environ, "XDG_STATE_HOME": str(state)}
+    env = {k: v for k, v in os.environ.items() if k != "STATE_DIRECTORY"} | {"XDG_STATE_HOME": str(state)}
     proc, port = _serve(env)
     server = h.Server.__new__(h.Server)  # only for its API helpers, on this process's port
     server.port, server.proc = port, proc
@@ -155,4 +155,4 @@ def test_the_default_jobs_file_is_private(tmp_path):
     proc, _ = _serve(env)
     out, _ = proc.communicate(timeout=120)
     assert proc.returncode != 0
-    assert f"{folder} (for the jobs database) is not a private folder of this user" in out, out
+    assert f"{folder} (for the jobs database) is not a folder of this user that only it may write to" in out, out
