@@ -23,6 +23,9 @@ const char* job_status_name(JobStatus status);  // QUEUED, PROCESSING, COMPLETED
 // $XDG_STATE_HOME/maskmaker (else ~/.local/state/maskmaker), $TMPDIR/maskmaker-<uid> (/tmp); created 0700, and
 // refused (Error) when it belongs to another user or others may write to it.
 std::string private_state_dir();
+// Creates `path` 0600 when it is not there (SQLite gives its -wal and -shm files the same mode); refuses (Error) one
+// that is not a regular file or belongs to another user.
+void prepare_private_file(const std::string& path);
 
 // Webhook delivery state of a job.
 enum class WebhookState { None = 0, Pending = 1, Delivered = 2, GaveUp = 3 };
