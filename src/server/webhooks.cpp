@@ -133,7 +133,9 @@ void Webhooks::loop() {
     auto pick = deliveries_.end();
     std::optional<Clock::time_point> next_due;
     for (auto it = deliveries_.begin(); it != deliveries_.end(); ++it) {
-      if (in_flight_[it->destination] >= options_.per_destination) continue;
+      if (auto busy = in_flight_.find(it->destination);
+          busy != in_flight_.end() && busy->second >= options_.per_destination)
+        continue;
       if (it->due <= now && (pick == deliveries_.end() || it->due < pick->due)) pick = it;
       if (it->due > now && (!next_due || it->due < *next_due)) next_due = it->due;
     }
