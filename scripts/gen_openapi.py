@@ -393,9 +393,11 @@ doc = {
     "summary": "Submit an asynchronous job: the body of /v1/inpaint-mask-maker (+ webhook_url); answered at once",
     "description": "Validated as the synchronous endpoint validates (every 400, the image URL's scheme and address "
                    "guard included, 401/403/406/429 for the key); the image URL is fetched later (a fetch failure "
-                   "makes a FAILED job). The credit is taken when the job completes. Jobs wait in a bounded queue "
-                   "(--jobs-queue-length; 503 when full) and run on the inference slots when no synchronous request "
-                   "waits for one. They survive restarts.",
+                   "makes a FAILED job). The credit is taken at submit and given back if the job fails. Each key "
+                   "may have --jobs-per-key unfinished jobs holding --jobs-bytes-per-key of inline images (429 "
+                   "beyond). Jobs wait in a bounded queue (--jobs-queue-length; 503 when full, or when the jobs "
+                   "database is unavailable) and run on the inference slots when no synchronous request waits for "
+                   "one. They survive restarts.",
     "operationId": "submitJob",
     "requestBody": {"required": True, "content": {
        "application/json": {"schema": ref("schemas", "JobRequest")},

@@ -51,10 +51,20 @@ void register_serve(CLI::App& root, CommonOptions& common) {
       ->envname("MASKMAKER_PUBLIC_URL");
   serve->add_option("--jobs-db", cfg->jobs_db,
                     "SQLite file of the asynchronous jobs (/v2); default: beside a SQLite --keys-db "
-                    "(keys.db -> keys-jobs.db), else $TMPDIR/maskmaker-jobs-<port>.db")
+                    "(keys.db -> keys-jobs.db), else jobs-<port>.db in $XDG_STATE_HOME/maskmaker "
+                    "(~/.local/state/maskmaker)")
       ->envname("MASKMAKER_JOBS_DB");
   serve->add_option("--jobs-queue-length", cfg->jobs_queue_length, "Asynchronous jobs waiting before 503")
       ->envname("MASKMAKER_JOBS_QUEUE_LENGTH")->check(CLI::Range(0, 10000000))->capture_default_str();
+  serve->add_option("--jobs-per-key", cfg->jobs_per_key,
+                    "Unfinished asynchronous jobs (queued or running) one API key may have before 429")
+      ->envname("MASKMAKER_JOBS_PER_KEY")->check(CLI::Range(1, 10000000))->capture_default_str();
+  serve->add_option("--jobs-bytes-per-key", cfg->jobs_bytes_per_key,
+                    "Bytes of inline images one API key's unfinished jobs may hold before 429")
+      ->envname("MASKMAKER_JOBS_BYTES_PER_KEY")->check(CLI::Range(int64_t(1), INT64_MAX))->capture_default_str();
+  serve->add_option("--jobs-webhook-timeout-ms", cfg->jobs_webhook_timeout_ms,
+                    "Time for one webhook try, resolving its host included")
+      ->envname("MASKMAKER_JOBS_WEBHOOK_TIMEOUT_MS")->check(CLI::Range(100L, 600000L))->capture_default_str();
   serve->add_option("--jobs-ttl-seconds", cfg->jobs_ttl_seconds, "How long finished jobs and their results are kept")
       ->envname("MASKMAKER_JOBS_TTL_SECONDS")->check(CLI::Range(int64_t(1), int64_t(365) * 86400))->capture_default_str();
   serve->add_option("--jobs-max-result-bytes", cfg->jobs_max_result_bytes,

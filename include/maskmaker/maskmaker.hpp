@@ -30,13 +30,13 @@ enum class ErrorCode {
   Timeout,           // a deadline passed
   NotReady,          // models still loading
   Overloaded,        // queue full
+  StorageUnavailable,  // the keys/jobs database is busy, full, read-only, failing I/O or unreachable (retry later)
   Unauthorized,      // missing/unknown key
   Forbidden,         // key disabled / not allowed
   NoCredits,         // key out of credits
   RateLimited,       // key over its rate
   NotFound,          // unknown resource
   ModelError,        // a model file is missing, corrupt or has an unexpected contract
-  StorageUnavailable,  // the keys/jobs database is busy, full, read-only, failing I/O or unreachable (retry later)
   Internal,
 };
 
@@ -78,6 +78,9 @@ struct DecodedImage {
 ImageFormat sniff_image_format(std::span<const uint8_t> bytes);
 // Width and height read from the header (stored orientation), without decoding pixels; nullopt if unreadable.
 std::optional<cv::Size> read_image_size(std::span<const uint8_t> bytes);
+// The checks decode_image makes from the header before decoding (empty, unknown format, unreadable header, zero
+// or too many pixels), with its errors; returns the format. For callers that decode later (asynchronous jobs).
+ImageFormat check_image_header(std::span<const uint8_t> bytes, const DecodeLimits& limits = {});
 DecodedImage decode_image(std::span<const uint8_t> bytes, const DecodeLimits& limits = {});
 DecodedImage load_image_file(const std::string& path, const DecodeLimits& limits = {});
 

@@ -255,15 +255,14 @@ std::optional<cv::Size> read_image_size(std::span<const uint8_t> b) {
   }
 }
 
-DecodedImage decode_image(std::span<const uint8_t> bytes, const DecodeLimits& limits) {
+ImageFormat check_image_header(std::span<const uint8_t> bytes, const DecodeLimits& limits) {
   if (bytes.empty()) throw Error(ErrorCode::BadImage, "image is empty (0 bytes)", "image");
-  DecodedImage out;
-  out.format = sniff_image_format(bytes);
-  if (out.format == ImageFormat::Unknown) {
+  const ImageFormat format = sniff_image_format(bytes);
+  if (format == ImageFormat::Unknown) {
     throw Error(ErrorCode::UnsupportedImage,
                 "unsupported image format: expected JPEG, PNG, WebP, BMP, GIF or TIFF", "image");
   }
-  const char* fmt = image_format_name(out.format);
+  const char* fmt = image_format_name(format);
   auto size = read_image_size(bytes);
   if (!size) throw Error(ErrorCode::BadImage, std::string("cannot read the ") + fmt + " image header", "image");
   if (size->width <= 0 || size->height <= 0) {
@@ -277,6 +276,14 @@ DecodedImage decode_image(std::span<const uint8_t> bytes, const DecodeLimits& li
                     std::to_string(pixels) + " pixels, over the limit of " + std::to_string(limits.max_pixels),
                 "image");
   }
+  return format;
+}
+
+DecodedImage decode_image(std::span<const uint8_t> bytes, const DecodeLimits& limits) {
+  DecodedImage out;
+  out.format = check_image_header(bytes, limits);
+  const char* fmt = image_format_name(out.format);
+  const std::optional<cv::Size> size = read_image_size(bytes);  // checked just above: present
 
   if (out.format == ImageFormat::Jpeg) {
     JpegScans scans = jpeg_scans(bytes);

@@ -271,13 +271,13 @@ const char* error_code_name(ErrorCode code) {
     case ErrorCode::Timeout: return "timeout";
     case ErrorCode::NotReady: return "not_ready";
     case ErrorCode::Overloaded: return "overloaded";
+    case ErrorCode::StorageUnavailable: return "storage_unavailable";
     case ErrorCode::Unauthorized: return "unauthorized";
     case ErrorCode::Forbidden: return "forbidden";
     case ErrorCode::NoCredits: return "no_credits";
     case ErrorCode::RateLimited: return "rate_limited";
     case ErrorCode::NotFound: return "not_found";
     case ErrorCode::ModelError: return "model_error";
-    case ErrorCode::StorageUnavailable: return "storage_unavailable";
     default: return "internal";
   }
 }

@@ -5,12 +5,16 @@
 //   GET  /v2/requests/{id}             COMPLETED: {status, output, metrics}; QUEUED/PROCESSING: 202; FAILED: 422
 //
 // The request is validated when it is submitted (every 400 of the synchronous endpoint, image URL guard
-// included); what can only fail later (fetching the URL, decoding, the credit) makes a FAILED job. Jobs live in a
-// SQLite file (jobs_store.hpp): they survive restarts. Workers (one per --max-concurrent slot) take them in order
-// of submission and run them through the server's admission control with a lower priority than synchronous
-// requests: a job starts only when a slot is free and no synchronous request waits for one. Finished jobs are kept
-// --jobs-ttl-seconds, and their results at most --jobs-max-result-bytes in all (the oldest go first). A webhook, when
-// the body names one, is called by a separate thread when the job ends.
+// included), and its credit taken then (given back if the job fails); what can only fail later (fetching the URL,
+// decoding) makes a FAILED job. Each key may have a bounded share of the queue (--jobs-per-key, --jobs-bytes-per-key:
+// 429). Jobs live in a job store (jobs_store.hpp; SQLite): they survive restarts. Workers (one per
+// --max-concurrent slot) take them in order of submission and run them through the server's admission control with
+// a lower priority than synchronous requests: a job starts only when a slot is free and no synchronous request
+// waits for one. Finished jobs are kept --jobs-ttl-seconds, and their results at most --jobs-max-result-bytes in
+// all (the oldest go first). A webhook, when the body names one, is sent when the job ends (webhooks.hpp).
+//
+// The code: jobs.cpp (these routes), jobs_queue.cpp (submit), jobs_worker.cpp (workers, recovery, expiry),
+// webhooks.cpp, jobs_store.cpp; jobs_impl.hpp is what they share.
 #pragma once
 
 #include <cstdint>
@@ -57,7 +61,7 @@ class Jobs {
   void submit(const httplib::Request& req, httplib::Response& res, MaskRequest request, std::optional<int64_t> key_id);
 
   // Where the jobs are kept: --jobs-db; else beside a SQLite --keys-db ("keys.db" -> "keys-jobs.db"); else
-  // (no keys, or keys in PostgreSQL) maskmaker-jobs-<port>.db in $TMPDIR (/tmp).
+  // (no keys, or keys in PostgreSQL) jobs-<port>.db in a private folder (jobs_store.hpp: private_state_dir).
   static std::string database_path(const ServerConfig& config);
 
  private:

@@ -2,21 +2,45 @@
 
 #include <sqlite3.h>
 
+#include <vector>
+
+#include <spdlog/spdlog.h>
+
 #include "maskmaker/maskmaker.hpp"
 
 namespace maskmaker::server {
 namespace {
 
+// Failures that pass (the disk, a lock held too long) are 503s the client may retry; the rest are bugs (500).
+[[noreturn]] void db_error(sqlite3* db, int rc) {
+  const std::string detail = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
+  switch (rc & 0xff) {
+    case SQLITE_BUSY:
+    case SQLITE_LOCKED:
+    case SQLITE_FULL:
+    case SQLITE_IOERR:
+    case SQLITE_READONLY:
+    case SQLITE_CANTOPEN:
+    case SQLITE_NOMEM:
+    case SQLITE_PROTOCOL:
+      spdlog::warn("jobs database unavailable: {}", detail);
+      throw Error(ErrorCode::StorageUnavailable,
+                  "the jobs database is unavailable (" + std::string(sqlite3_errstr(rc)) + "): retry shortly");
+    default:
+      throw Error(ErrorCode::Internal, "jobs database: " + detail);
+  }
+}
+
 struct Stmt {
   sqlite3* db;
   sqlite3_stmt* s = nullptr;
   Stmt(sqlite3* d, const char* sql) : db(d) {
-    if (sqlite3_prepare_v2(db, sql, -1, &s, nullptr) != SQLITE_OK)
-      throw Error(ErrorCode::Internal, std::string("jobs database: ") + sqlite3_errmsg(db));
+    if (int rc = sqlite3_prepare_v2(db, sql, -1, &s, nullptr); rc != SQLITE_OK) db_error(db, rc);
   }
   ~Stmt() { sqlite3_finalize(s); }
   Stmt& bind(int i, int64_t v) { sqlite3_bind_int64(s, i, v); return *this; }
   Stmt& bind(int i, int v) { sqlite3_bind_int64(s, i, v); return *this; }
+  Stmt& bind(int i, bool v) { sqlite3_bind_int64(s, i, v ? 1 : 0); return *this; }
   Stmt& bind(int i, double v) { sqlite3_bind_double(s, i, v); return *this; }
   Stmt& bind(int i, const std::string& v) {
     sqlite3_bind_text(s, i, v.c_str(), int(v.size()), SQLITE_TRANSIENT);
@@ -37,8 +61,7 @@ struct Stmt {
   }
   int step() {
     int rc = sqlite3_step(s);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE)
-      throw Error(ErrorCode::Internal, std::string("jobs database: ") + sqlite3_errmsg(db));
+    if (rc != SQLITE_ROW && rc != SQLITE_DONE) db_error(db, rc);
     return rc;
   }
   std::string text(int col) const {
@@ -79,31 +102,31 @@ const char* job_status_name(JobStatus status) {
   return "EXPIRED";
 }
 
-JobStore::JobStore(std::string path, bool open_now) : path_(std::move(path)) {
+SqliteJobStore::SqliteJobStore(std::string path, bool open_now) : path_(std::move(path)) {
   if (open_now) {
     std::lock_guard lock(mutex_);
     open_locked();
   }
 }
 
-JobStore::~JobStore() { sqlite3_close(db_); }
+SqliteJobStore::~SqliteJobStore() { sqlite3_close(db_); }
 
-bool JobStore::is_open() {
+bool SqliteJobStore::is_open() {
   std::lock_guard lock(mutex_);
   return db_ != nullptr;
 }
 
-void JobStore::exec(const char* sql) {
+void SqliteJobStore::exec(const char* sql) {
   char* err = nullptr;
   if (sqlite3_exec(db_, sql, nullptr, nullptr, &err) != SQLITE_OK) {
-    std::string msg = err ? err : "unknown error";
     sqlite3_free(err);
-    throw Error(ErrorCode::Internal, "jobs database " + path_ + ": " + msg);
+    db_error(db_, sqlite3_errcode(db_));
   }
 }
 
-void JobStore::open_locked() {
+void SqliteJobStore::open_locked() {
   if (db_) return;
+  prepare_private_file(path_);
   if (sqlite3_open_v2(path_.c_str(), &db_, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_FULLMUTEX,
                       nullptr) != SQLITE_OK) {
     std::string msg = db_ ? sqlite3_errmsg(db_) : "out of memory";
@@ -136,6 +159,16 @@ void JobStore::open_locked() {
             finished_at REAL,
             expired_at REAL))sql");
     exec("CREATE INDEX IF NOT EXISTS jobs_by_status ON jobs (status, created_at)");
+    // Columns added since the first version: files made by it gain them.
+    for (const char* column : {"input_bytes INTEGER NOT NULL DEFAULT 0", "charged INTEGER NOT NULL DEFAULT 0",
+                               "webhook_owner TEXT", "webhook_lease REAL"}) {
+      const std::string name = std::string(column).substr(0, std::string(column).find(' '));
+      Stmt has(db_, "SELECT COUNT(*) FROM pragma_table_info('jobs') WHERE name = ?");
+      has.bind(1, name).step();
+      if (has.int64(0) == 0) exec(("ALTER TABLE jobs ADD COLUMN " + std::string(column)).c_str());
+    }
+    exec("CREATE INDEX IF NOT EXISTS jobs_by_key ON jobs (key_id, status)");
+    exec("CREATE INDEX IF NOT EXISTS jobs_by_webhook ON jobs (webhook_state)");
   } catch (...) {
     sqlite3_close(db_);
     db_ = nullptr;
@@ -143,23 +176,44 @@ void JobStore::open_locked() {
   }
 }
 
-bool JobStore::insert(const JobRow& row, int64_t max_queued) {
+InsertResult SqliteJobStore::insert(const JobRow& row, const QueueLimits& limits) {
   std::lock_guard lock(mutex_);
   try {
     open_locked();  // the first job of a server whose file is made on demand
   } catch (const Error& e) {
-    throw Error(ErrorCode::Internal, e.what());  // a 500 for the client, not a 400
+    if (e.code() != ErrorCode::StorageUnavailable) spdlog::error("{}", e.what());
+    throw Error(ErrorCode::StorageUnavailable, "the jobs database is unavailable: retry shortly");
   }
-  // One statement: the count and the insert are atomic, also across processes sharing the file.
-  Stmt st(db_, "INSERT INTO jobs (id, key_id, status, request, image, webhook_url, created_at) "
-               "SELECT ?, ?, 'QUEUED', ?, ?, ?, ? WHERE (SELECT COUNT(*) FROM jobs WHERE status = 'QUEUED') < ?");
-  st.bind(1, row.id).bind(2, row.key_id).bind(3, row.request).bind(4, row.image).bind_text_or_null(5, row.webhook_url)
-      .bind(6, row.created_at).bind(7, max_queued);
-  st.step();
-  return sqlite3_changes(db_) == 1;
+  // The counts and the insert in one write transaction: exact across processes sharing the file.
+  exec("BEGIN IMMEDIATE");
+  try {
+    InsertResult result = InsertResult::Queued;
+    Stmt queued(db_, "SELECT COUNT(*) FROM jobs WHERE status = 'QUEUED'");
+    queued.step();
+    if (queued.int64(0) >= limits.max_queued) result = InsertResult::QueueFull;
+    if (result == InsertResult::Queued && row.key_id) {
+      Stmt mine(db_, "SELECT COUNT(*), COALESCE(SUM(input_bytes), 0) FROM jobs "
+                     "WHERE key_id = ? AND status IN ('QUEUED', 'PROCESSING')");
+      mine.bind(1, row.key_id).step();
+      if (mine.int64(0) >= limits.per_key_jobs) result = InsertResult::KeyJobsFull;
+      else if (mine.int64(1) + row.input_bytes > limits.per_key_bytes) result = InsertResult::KeyBytesFull;
+    }
+    if (result == InsertResult::Queued) {
+      Stmt st(db_, "INSERT INTO jobs (id, key_id, status, request, image, input_bytes, charged, webhook_url, "
+                   "created_at) VALUES (?, ?, 'QUEUED', ?, ?, ?, ?, ?, ?)");
+      st.bind(1, row.id).bind(2, row.key_id).bind(3, row.request).bind(4, row.image).bind(5, row.input_bytes)
+          .bind(6, row.charged).bind_text_or_null(7, row.webhook_url).bind(8, row.created_at);
+      st.step();
+    }
+    exec("COMMIT");
+    return result;
+  } catch (...) {
+    sqlite3_exec(db_, "ROLLBACK", nullptr, nullptr, nullptr);
+    throw;
+  }
 }
 
-std::optional<JobRow> JobStore::claim(const std::string& owner, double now) {
+std::optional<JobRow> SqliteJobStore::claim(const std::string& owner, double now) {
   std::lock_guard lock(mutex_);
   if (!db_) return std::nullopt;
   Stmt st(db_, "UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, owner = ?1, started_at = ?2, "
@@ -183,7 +237,7 @@ std::optional<JobRow> JobStore::claim(const std::string& owner, double now) {
   return r;
 }
 
-void JobStore::release(const std::string& id, const std::string& owner) {
+void SqliteJobStore::release(const std::string& id, const std::string& owner) {
   std::lock_guard lock(mutex_);
   if (!db_) return;
   Stmt st(db_, "UPDATE jobs SET status = 'QUEUED', attempts = MAX(0, attempts - 1), owner = NULL, started_at = NULL, "
@@ -191,7 +245,7 @@ void JobStore::release(const std::string& id, const std::string& owner) {
   st.bind(1, id).bind(2, owner).step();
 }
 
-bool JobStore::complete(const std::string& id, const std::string& owner, const std::string& result,
+bool SqliteJobStore::complete(const std::string& id, const std::string& owner, const std::string& result,
                         const std::vector<uint8_t>& result_image, const std::string& metrics, double now) {
   std::lock_guard lock(mutex_);
   if (!db_) return false;
@@ -204,7 +258,7 @@ bool JobStore::complete(const std::string& id, const std::string& owner, const s
   return sqlite3_changes(db_) == 1;
 }
 
-bool JobStore::fail(const std::string& id, const std::string& owner, const std::string& error,
+bool SqliteJobStore::fail(const std::string& id, const std::string& owner, const std::string& error,
                     const std::string& metrics, double now) {
   std::lock_guard lock(mutex_);
   if (!db_) return false;
@@ -216,7 +270,7 @@ bool JobStore::fail(const std::string& id, const std::string& owner, const std::
   return sqlite3_changes(db_) == 1;
 }
 
-std::optional<JobRow> JobStore::get(const std::string& id, bool with_result) {
+std::optional<JobRow> SqliteJobStore::get(const std::string& id, bool with_result) {
   std::lock_guard lock(mutex_);
   if (!db_) return std::nullopt;
   Stmt st(db_, with_result
@@ -243,7 +297,7 @@ std::optional<JobRow> JobStore::get(const std::string& id, bool with_result) {
   return r;
 }
 
-int64_t JobStore::queue_position(const std::string& id) {
+int64_t SqliteJobStore::queue_position(const std::string& id) {
   std::lock_guard lock(mutex_);
   if (!db_) return 0;
   Stmt st(db_, "SELECT COUNT(*) FROM jobs j, (SELECT created_at c, rowid r FROM jobs WHERE id = ?) me "
@@ -252,7 +306,7 @@ int64_t JobStore::queue_position(const std::string& id) {
   return st.int64(0);
 }
 
-int64_t JobStore::count(JobStatus status) {
+int64_t SqliteJobStore::count(JobStatus status) {
   std::lock_guard lock(mutex_);
   if (!db_) return 0;
   Stmt st(db_, "SELECT COUNT(*) FROM jobs WHERE status = ?");
@@ -260,7 +314,7 @@ int64_t JobStore::count(JobStatus status) {
   return st.int64(0);
 }
 
-std::vector<JobRow> JobStore::processing() {
+std::vector<JobRow> SqliteJobStore::processing() {
   std::lock_guard lock(mutex_);
   std::vector<JobRow> out;
   if (!db_) return out;
@@ -277,14 +331,14 @@ std::vector<JobRow> JobStore::processing() {
   return out;
 }
 
-void JobStore::heartbeat(const std::string& owner, double now) {
+void SqliteJobStore::heartbeat(const std::string& owner, double now) {
   std::lock_guard lock(mutex_);
   if (!db_) return;
   Stmt st(db_, "UPDATE jobs SET heartbeat_at = ? WHERE owner = ? AND status = 'PROCESSING'");
   st.bind(1, now).bind(2, owner).step();
 }
 
-bool JobStore::recover(const std::string& id, const std::string& owner, int max_attempts, const std::string& error,
+bool SqliteJobStore::recover(const std::string& id, const std::string& owner, int max_attempts, const std::string& error,
                        double now, bool& requeued) {
   std::lock_guard lock(mutex_);
   if (!db_) return false;
@@ -304,7 +358,7 @@ bool JobStore::recover(const std::string& id, const std::string& owner, int max_
   return true;
 }
 
-int64_t JobStore::expire_finished_before(double cutoff, double now) {
+int64_t SqliteJobStore::expire_finished_before(double cutoff, double now) {
   std::lock_guard lock(mutex_);
   if (!db_) return 0;
   Stmt st(db_, "UPDATE jobs SET status = 'EXPIRED', expired_at = ?, request = NULL, image = NULL, result = NULL, "
@@ -314,7 +368,7 @@ int64_t JobStore::expire_finished_before(double cutoff, double now) {
   return sqlite3_changes(db_);
 }
 
-int64_t JobStore::evict_results_over(int64_t budget, double now) {
+int64_t SqliteJobStore::evict_results_over(int64_t budget, double now) {
   std::lock_guard lock(mutex_);
   if (!db_) return 0;
   // The oldest results go first: a running total from the newest, and every result beyond the budget expires.
@@ -326,7 +380,7 @@ int64_t JobStore::evict_results_over(int64_t budget, double now) {
   return sqlite3_changes(db_);
 }
 
-int64_t JobStore::result_bytes_total() {
+int64_t SqliteJobStore::result_bytes_total() {
   std::lock_guard lock(mutex_);
   if (!db_) return 0;
   Stmt st(db_, "SELECT COALESCE(SUM(result_bytes), 0) FROM jobs WHERE status = 'COMPLETED'");
@@ -334,32 +388,74 @@ int64_t JobStore::result_bytes_total() {
   return st.int64(0);
 }
 
-void JobStore::delete_expired_before(double cutoff) {
+void SqliteJobStore::delete_expired_before(double cutoff) {
   std::lock_guard lock(mutex_);
   if (!db_) return;
   Stmt st(db_, "DELETE FROM jobs WHERE status = 'EXPIRED' AND expired_at < ?");
   st.bind(1, cutoff).step();
 }
 
-std::vector<JobRow> JobStore::pending_webhooks() {
+std::optional<int64_t> SqliteJobStore::take_refund(const std::string& id) {
+  std::lock_guard lock(mutex_);
+  if (!db_) return std::nullopt;
+  Stmt st(db_, "UPDATE jobs SET charged = 0 WHERE id = ? AND charged = 1 AND status = 'FAILED' "
+               "AND key_id IS NOT NULL RETURNING key_id");
+  st.bind(1, id);
+  if (st.step() != SQLITE_ROW) return std::nullopt;
+  auto key = st.opt_int(0);
+  while (sqlite3_step(st.s) == SQLITE_ROW) {}
+  return key;
+}
+
+std::vector<JobRow> SqliteJobStore::pending_webhooks() {
   std::lock_guard lock(mutex_);
   std::vector<JobRow> out;
   if (!db_) return out;
-  Stmt st(db_, "SELECT id, owner FROM jobs WHERE webhook_state = 1 AND status IN ('COMPLETED', 'FAILED')");
+  Stmt st(db_, "SELECT id, owner, webhook_url, webhook_owner, webhook_lease FROM jobs "
+               "WHERE webhook_state = 1 AND status IN ('COMPLETED', 'FAILED')");
   while (st.step() == SQLITE_ROW) {
     JobRow r;
     r.id = st.text(0);
     r.owner = st.text(1);
+    r.webhook_url = st.text(2);
+    r.webhook_owner = st.text(3);
+    r.webhook_lease = st.real(4);
     out.push_back(std::move(r));
   }
   return out;
 }
 
-void JobStore::set_webhook(const std::string& id, WebhookState state) {
+bool SqliteJobStore::claim_webhook(const std::string& id, const std::string& owner, double now, double lease_s,
+                             const std::string& dead_owner) {
+  std::lock_guard lock(mutex_);
+  if (!db_) return false;
+  Stmt st(db_, "UPDATE jobs SET webhook_owner = ?1, webhook_lease = ?2 WHERE id = ?3 AND webhook_state = 1 AND "
+               "(webhook_owner IS NULL OR webhook_owner = ?1 OR webhook_lease IS NULL OR webhook_lease < ?4 OR "
+               "webhook_owner = ?5)");
+  st.bind(1, owner).bind(2, now + lease_s).bind(3, id).bind(4, now).bind(5, dead_owner.empty() ? owner : dead_owner);
+  st.step();
+  return sqlite3_changes(db_) == 1;
+}
+
+void SqliteJobStore::release_webhooks(const std::string& owner) {
+  std::lock_guard lock(mutex_);
+  if (!db_) return;
+  Stmt st(db_, "UPDATE jobs SET webhook_lease = 0 WHERE webhook_owner = ? AND webhook_state = 1");
+  st.bind(1, owner).step();
+}
+
+void SqliteJobStore::set_webhook(const std::string& id, WebhookState state) {
   std::lock_guard lock(mutex_);
   if (!db_) return;
   Stmt st(db_, "UPDATE jobs SET webhook_state = ? WHERE id = ?");
   st.bind(1, int64_t(state)).bind(2, id).step();
+}
+
+std::unique_ptr<JobStore> open_job_store(const std::string& path_or_url, bool open_now) {
+  if (path_or_url.rfind("postgresql://", 0) == 0 || path_or_url.rfind("postgres://", 0) == 0)
+    throw Error(ErrorCode::InvalidArgument,
+                "--jobs-db: a PostgreSQL job store is not available yet; give a SQLite file");
+  return std::make_unique<SqliteJobStore>(path_or_url, open_now);
 }
 
 }  // namespace maskmaker::server

@@ -24,8 +24,11 @@ struct ServerConfig {
   bool allow_private_urls = false;
   std::string public_url;           // for absolute URLs in answers; default from Host
   // Asynchronous jobs (/v2, src/server/jobs.hpp)
-  std::string jobs_db;              // empty: beside a SQLite keys_db ("keys.db" -> "keys-jobs.db"), else in $TMPDIR
+  std::string jobs_db;              // empty: beside a SQLite keys_db ("keys.db" -> "keys-jobs.db"), else private_state_dir()
   int jobs_queue_length = 1000;     // jobs waiting; beyond -> 503
+  int jobs_per_key = 32;            // unfinished jobs of one key; beyond -> 429
+  int64_t jobs_bytes_per_key = int64_t(256) * 1024 * 1024;  // their inline images' bytes; beyond -> 429
+  long jobs_webhook_timeout_ms = 10000;  // one webhook try, DNS included
   int64_t jobs_ttl_seconds = 3600;  // finished jobs are kept this long
   int64_t jobs_max_result_bytes = int64_t(512) * 1024 * 1024;  // results kept, in all (the oldest go first)
 };

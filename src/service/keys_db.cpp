@@ -232,6 +232,15 @@ bool KeysDb::consume(int64_t id, std::optional<int64_t>& remaining) {
   return true;
 }
 
+bool KeysDb::refund(int64_t id) {
+  std::lock_guard lock(mutex_);
+  Stmt st(db_, "UPDATE keys SET credits = CASE WHEN credits IS NULL THEN NULL ELSE credits + 1 END, "
+               "used = MAX(0, used - 1) WHERE id = ?");
+  st.bind(1, id);
+  st.step();
+  return sqlite3_changes(db_) == 1;
+}
+
 bool KeysDb::reachable(std::string& why) {
   std::lock_guard lock(mutex_);
   sqlite3_stmt* s = nullptr;

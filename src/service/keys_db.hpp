@@ -44,6 +44,9 @@ class KeyStore {
   // Takes one credit if one is left (or the key is unlimited): true on success; `remaining` gets the balance.
   // Atomic in the database (one UPDATE ... WHERE credits > 0 RETURNING), so exact across processes and replicas.
   virtual bool consume(int64_t id, std::optional<int64_t>& remaining) = 0;
+  // Gives back one credit that consume() took, for work that was paid for and then not done (an asynchronous job
+  // that failed): credits + 1 (unless unlimited) and used - 1. False when the key is gone.
+  virtual bool refund(int64_t id) = 0;
   virtual size_t active_count() = 0;
 
   // Whether the database answers; on failure `why` says what is wrong (for /readyz). Never throws.
@@ -84,6 +87,7 @@ class KeysDb : public KeyStore {
   std::optional<int64_t> add_credits(int64_t id, int64_t amount) override;
   bool set_unlimited(int64_t id) override;
   bool consume(int64_t id, std::optional<int64_t>& remaining) override;
+  bool refund(int64_t id) override;
   size_t active_count() override;
   bool reachable(std::string& why) override;
   std::string describe() const override { return path_; }

@@ -371,6 +371,18 @@ bool PgKeyStore::consume(int64_t id, std::optional<int64_t>& remaining) {
   return ok;
 }
 
+bool PgKeyStore::refund(int64_t id) {
+  bool ok = false;
+  // Not repeated on a lost connection either: a refund given twice would be a credit made out of nothing.
+  with_conn(false, [&](PGconn* c) {
+    Result r = run(c, "UPDATE maskmaker_keys SET credits = credits + 1, used = GREATEST(0, used - 1) "
+                      "WHERE id = $1::bigint RETURNING id",
+                   {std::to_string(id)});
+    ok = PQntuples(r.get()) == 1;
+  });
+  return ok;
+}
+
 size_t PgKeyStore::active_count() {
   size_t n = 0;
   with_conn(true, [&](PGconn* c) {

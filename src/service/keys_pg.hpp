@@ -43,6 +43,7 @@ class PgKeyStore : public KeyStore {
   std::optional<int64_t> add_credits(int64_t id, int64_t amount) override;
   bool set_unlimited(int64_t id) override;
   bool consume(int64_t id, std::optional<int64_t>& remaining) override;
+  bool refund(int64_t id) override;
   size_t active_count() override;
   bool reachable(std::string& why) override;
   bool shared_rate_limits() const override { return true; }

@@ -5,9 +5,14 @@
 #include <sys/socket.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <condition_variable>
 #include <cstring>
 #include <memory>
+#include <mutex>
+#include <system_error>
+#include <thread>
 
 #include <curl/curl.h>
 
@@ -53,47 +58,112 @@ struct Parsed {
   std::string scheme, host, port, url;
 };
 
-Parsed parse_url(const std::string& url) {
+Parsed parse_url(const std::string& url, const UrlRole& role) {
   CurlUrl u;
+  const std::string name = role.name;
   if (curl_url_set(u.h, CURLUPART_URL, url.c_str(), 0) != CURLUE_OK)
-    throw Error(ErrorCode::ForbiddenUrl, "image URL is not a valid URL", "image");
+    throw Error(role.invalid, name + " is not a valid URL", role.field);
   Parsed p;
   p.scheme = u.get(CURLUPART_SCHEME);
   std::transform(p.scheme.begin(), p.scheme.end(), p.scheme.begin(), ::tolower);
   if (p.scheme != "http" && p.scheme != "https")
-    throw Error(ErrorCode::ForbiddenUrl, "image URL scheme '" + p.scheme + "' is not allowed: use http or https", "image");
+    throw Error(role.invalid, role.scheme_named ? name + " scheme '" + p.scheme + "' is not allowed: use http or https"
+                                                : name + " must be an http(s) URL", role.field);
   p.host = u.get(CURLUPART_HOST);
   p.port = u.get(CURLUPART_PORT, CURLU_DEFAULT_PORT);
   p.url = u.get(CURLUPART_URL);
-  if (p.host.empty()) throw Error(ErrorCode::ForbiddenUrl, "image URL has no host", "image");
+  if (p.host.empty()) throw Error(role.invalid, name + " has no host", role.field);
+  if (p.host.size() > 2 && p.host.front() == '[' && p.host.back() == ']') p.host = p.host.substr(1, p.host.size() - 2);
   return p;
 }
 
-// Resolves the host and returns one address that passes the guard (or throws).
-std::string checked_address(const Parsed& p, bool allow_private) {
-  std::string host = p.host;
-  if (host.size() > 2 && host.front() == '[' && host.back() == ']') host = host.substr(1, host.size() - 2);
+// A lookup abandoned at its deadline finishes in its own thread and frees what it shares then.
+struct Lookup {
+  std::mutex mutex;
+  std::condition_variable done_cv;
+  bool done = false;
+  bool failed = false;
+  std::vector<std::string> addresses;
+};
+std::atomic<int> lookups_running{0};
+constexpr int kMaxLookups = 64;
+
+std::vector<std::string> lookup_addresses(const std::string& host, const std::string& port, bool& failed) {
+  std::vector<std::string> out;
   addrinfo hints{};
   hints.ai_family = AF_UNSPEC;
   hints.ai_socktype = SOCK_STREAM;
   addrinfo* res = nullptr;
-  int rc = getaddrinfo(host.c_str(), p.port.c_str(), &hints, &res);
-  if (rc != 0 || !res) throw Error(ErrorCode::FetchFailed, "cannot resolve the image URL's host '" + host + "'", "image");
-  std::unique_ptr<addrinfo, decltype(&freeaddrinfo)> guard(res, freeaddrinfo);
-  std::string chosen;
+  if (getaddrinfo(host.c_str(), port.c_str(), &hints, &res) != 0 || !res) {
+    failed = true;
+    return out;
+  }
   for (addrinfo* ai = res; ai; ai = ai->ai_next) {
     char buf[INET6_ADDRSTRLEN] = {};
     if (ai->ai_family == AF_INET) inet_ntop(AF_INET, &reinterpret_cast<sockaddr_in*>(ai->ai_addr)->sin_addr, buf, sizeof buf);
     else if (ai->ai_family == AF_INET6) inet_ntop(AF_INET6, &reinterpret_cast<sockaddr_in6*>(ai->ai_addr)->sin6_addr, buf, sizeof buf);
     else continue;
-    std::string reason = forbidden_address_reason(buf);
+    out.emplace_back(buf);
+  }
+  freeaddrinfo(res);
+  return out;
+}
+
+// The host's addresses, by `deadline`.
+std::vector<std::string> resolve(const Parsed& p, std::chrono::steady_clock::time_point deadline, const UrlRole& role) {
+  in_addr v4{};
+  in6_addr v6{};
+  if (inet_pton(AF_INET, p.host.c_str(), &v4) == 1 || inet_pton(AF_INET6, p.host.c_str(), &v6) == 1) {
+    bool failed = false;
+    return lookup_addresses(p.host, p.port, failed);  // a literal: no DNS
+  }
+  const std::string unresolved = std::string("cannot resolve ") + role.possessive + " host '" + p.host + "'";
+  if (lookups_running.fetch_add(1) >= kMaxLookups) {
+    lookups_running.fetch_sub(1);
+    throw Error(role.unresolved, unresolved + ": too many slow DNS lookups in progress", role.field);
+  }
+  auto lookup = std::make_shared<Lookup>();
+  try {
+    std::thread([lookup, host = p.host, port = p.port] {
+      bool failed = false;
+      auto addresses = lookup_addresses(host, port, failed);
+      {
+        std::lock_guard lock(lookup->mutex);
+        lookup->addresses = std::move(addresses);
+        lookup->failed = failed;
+        lookup->done = true;
+      }
+      lookup->done_cv.notify_all();
+      lookups_running.fetch_sub(1);
+    }).detach();
+  } catch (const std::system_error&) {
+    lookups_running.fetch_sub(1);
+    throw Error(role.unresolved, unresolved + ": no thread for the lookup", role.field);
+  }
+  std::unique_lock lock(lookup->mutex);
+  if (!lookup->done_cv.wait_until(lock, deadline, [&] { return lookup->done; }))
+    throw Error(ErrorCode::Timeout, std::string("resolving ") + role.possessive + " host '" + p.host +
+                                        "' took too long", role.field);
+  if (lookup->failed) throw Error(role.unresolved, unresolved, role.field);
+  return std::move(lookup->addresses);
+}
+
+// Resolves the host and returns one address that passes the guard (or throws).
+std::string checked_address(const Parsed& p, bool allow_private, std::chrono::steady_clock::time_point deadline,
+                            const UrlRole& role) {
+  std::string chosen;
+  for (const std::string& address : resolve(p, deadline, role)) {
+    std::string reason = forbidden_address_reason(address);
     // Every address must pass: a host that resolves to one public and one private address is refused.
     if (!reason.empty() && !allow_private)
-      throw Error(ErrorCode::ForbiddenUrl, "image URL host '" + host + "' resolves to a forbidden address (" + reason +
-                                               "); private URLs are not allowed on this server", "image");
-    if (chosen.empty()) chosen = buf;
+      throw Error(ErrorCode::ForbiddenUrl, std::string(role.name) + " host '" + p.host +
+                                               "' resolves to a forbidden address (" + reason +
+                                               "); private URLs are not allowed on this server", role.field);
+    if (chosen.empty()) chosen = address;
   }
-  if (chosen.empty()) throw Error(ErrorCode::FetchFailed, "cannot resolve the image URL's host '" + host + "'", "image");
+  if (chosen.empty())
+    throw Error(role.unresolved, std::string("cannot resolve ") + role.possessive + " host '" + p.host + "'",
+                role.field);
   return chosen;
 }
 
@@ -147,25 +217,17 @@ std::vector<uint8_t> fetch_url(const std::string& url, const FetchLimits& limits
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(limits.total_timeout_ms);
   std::string current = url;
   for (int hop = 0; hop <= limits.max_redirects; ++hop) {
-    Parsed p = parse_url(current);
-    std::string address = checked_address(p, limits.allow_private);
+    GuardedUrl target = guard_url(current, limits.allow_private, deadline);
     long left_ms = long(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count());
     if (left_ms <= 0) throw Error(ErrorCode::Timeout, "fetching the image URL took longer than " + std::to_string(limits.total_timeout_ms) + " ms", "image");
 
     std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
-    std::string host = p.host;
-    if (host.size() > 2 && host.front() == '[') host = host.substr(1, host.size() - 2);
-    // Pin the name to the address just checked (no second lookup: no DNS rebinding). An IP literal needs no pin,
-    // and curl cannot parse a "HOST:PORT:ADDRESS" entry whose HOST is an IPv6 literal.
-    in6_addr v6{};
-    const bool ipv6_literal = inet_pton(AF_INET6, host.c_str(), &v6) == 1;
-    std::string pin = host + ":" + p.port + ":" + (address.find(':') != std::string::npos ? "[" + address + "]" : address);
     std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> resolve(
-        ipv6_literal ? nullptr : curl_slist_append(nullptr, pin.c_str()), curl_slist_free_all);
+        target.pin.empty() ? nullptr : curl_slist_append(nullptr, target.pin.c_str()), curl_slist_free_all);
     Sink sink;
     sink.max_bytes = limits.max_bytes;
     char error[CURL_ERROR_SIZE] = {};
-    curl_easy_setopt(curl.get(), CURLOPT_URL, p.url.c_str());
+    curl_easy_setopt(curl.get(), CURLOPT_URL, target.url.c_str());
     curl_easy_setopt(curl.get(), CURLOPT_RESOLVE, resolve.get());
     curl_easy_setopt(curl.get(), CURLOPT_PROTOCOLS_STR, "http,https");
     curl_easy_setopt(curl.get(), CURLOPT_FOLLOWLOCATION, 0L);
@@ -202,10 +264,38 @@ std::vector<uint8_t> fetch_url(const std::string& url, const FetchLimits& limits
   throw Error(ErrorCode::FetchFailed, "the image URL redirected more than " + std::to_string(limits.max_redirects) + " times", "image");
 }
 
+UrlRole webhook_url_role() {
+  UrlRole role;
+  role.name = "webhook_url";
+  role.possessive = "webhook_url's";
+  role.field = "webhook_url";
+  role.invalid = ErrorCode::InvalidArgument;
+  role.unresolved = ErrorCode::InvalidArgument;
+  role.scheme_named = false;
+  return role;
+}
+
+GuardedUrl guard_url(const std::string& url, bool allow_private, std::chrono::steady_clock::time_point deadline,
+                     const UrlRole& role) {
+  static CurlInit init;
+  Parsed p = parse_url(url, role);
+  const std::string address = checked_address(p, allow_private, deadline, role);
+  GuardedUrl g;
+  g.url = p.url;
+  g.host = p.host;
+  g.port = p.port;
+  // Pin the name to the address just checked (no second lookup: no DNS rebinding). An IP literal needs no pin,
+  // and curl cannot parse a "HOST:PORT:ADDRESS" entry whose HOST is an IPv6 literal.
+  in6_addr v6{};
+  if (inet_pton(AF_INET6, p.host.c_str(), &v6) != 1)
+    g.pin = p.host + ":" + p.port + ":" + (address.find(':') != std::string::npos ? "[" + address + "]" : address);
+  return g;
+}
+
 void check_url(const std::string& url, const FetchLimits& limits) {
-  Parsed p = parse_url(url);
   try {
-    checked_address(p, limits.allow_private);
+    guard_url(url, limits.allow_private,
+              std::chrono::steady_clock::now() + std::chrono::milliseconds(limits.connect_timeout_ms));
   } catch (const Error& e) {
     if (e.code() == ErrorCode::ForbiddenUrl) throw;
   }

@@ -2,9 +2,12 @@
 // ranges, the connection pinned to the checked address (no DNS rebinding), time and byte limits.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <string>
 #include <vector>
+
+#include "maskmaker/maskmaker.hpp"
 
 namespace maskmaker::service {
 
@@ -19,6 +22,32 @@ struct FetchLimits {
 // Why an address is forbidden ("loopback", "private", ...), or "" when it may be fetched.
 // Accepts IPv4 and IPv6 literals, IPv4-mapped/compatible and NAT64 forms.
 std::string forbidden_address_reason(const std::string& ip_literal);
+
+// What a guarded URL is for, in its error messages: the image URL (the default) or a job's webhook_url.
+struct UrlRole {
+  const char* name = "image URL";            // "image URL host 'x' resolves to a forbidden address ..."
+  const char* possessive = "the image URL's";  // "cannot resolve the image URL's host 'x'"
+  const char* field = "image";
+  ErrorCode invalid = ErrorCode::ForbiddenUrl;    // not a URL, not http(s), no host
+  ErrorCode unresolved = ErrorCode::FetchFailed;  // the host has no address (or not in time)
+  bool scheme_named = true;  // "image URL scheme 'ftp' is not allowed: ..." vs "webhook_url must be an http(s) URL"
+};
+UrlRole webhook_url_role();
+
+// A URL that passed the guard: http(s), every address its host resolves to allowed (unless allow_private), and
+// the address to connect to chosen, so that the connection goes where the check looked (no DNS rebinding).
+struct GuardedUrl {
+  std::string url;   // normalised
+  std::string host;  // without brackets
+  std::string port;
+  std::string pin;   // "host:port:address" for CURLOPT_RESOLVE; "" for an IPv6 literal (nothing to pin)
+};
+
+// Parses and checks `url`, resolving its host by `deadline` (getaddrinfo has no timeout of its own: the lookup
+// runs in its own thread, and a late one is abandoned, at most a few dozen at once). Throws Error: role.invalid,
+// ForbiddenUrl (a forbidden address), role.unresolved (no address), Timeout (the lookup took too long).
+GuardedUrl guard_url(const std::string& url, bool allow_private, std::chrono::steady_clock::time_point deadline,
+                     const UrlRole& role = {});
 
 // The body of a 2xx answer. Throws maskmaker::Error: ForbiddenUrl (400), FetchFailed (502),
 // PayloadTooLarge (413), Timeout (504).

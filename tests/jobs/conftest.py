@@ -2,7 +2,7 @@
 
 - `main`: one server for the session, with a keys database (keys in `keys`: alice 1000 credits, bob unlimited,
   broke 0 credits) and --allow-private-urls (so that jobs may fetch from `upstream` and call `receiver`);
-- `upstream`: a local image host; `receiver`: a local webhook receiver (both on 127.0.0.1);
+- `upstream`: a local image host; `receiver`, `receiver2`: local webhook receivers (on 127.0.0.1, two ports);
 - `start_server(*args)`: another server, stopped when the test ends.
 """
 from __future__ import annotations
@@ -45,6 +45,13 @@ def receiver():
 
 
 @pytest.fixture(scope="session")
+def receiver2():
+    r = h.Receiver()
+    yield r
+    r.close()
+
+
+@pytest.fixture(scope="session")
 def keys(tmp_path_factory):
     db = tmp_path_factory.mktemp("keys") / "keys.db"
     return {"db": db, "alice": h.add_key(db, "alice", 1000), "bob": h.add_key(db, "bob"),
@@ -54,7 +61,8 @@ def keys(tmp_path_factory):
 @pytest.fixture(scope="session")
 def main(keys):
     try:
-        s = h.Server("--keys-db", str(keys["db"]), "--allow-private-urls", name="main")
+        # 100 jobs of one key at once (test_100_jobs_...): over the default cap of unfinished jobs per key
+        s = h.Server("--keys-db", str(keys["db"]), "--allow-private-urls", "--jobs-per-key", "200", name="main")
     except RuntimeError as e:
         pytest.fail(str(e))
     yield s

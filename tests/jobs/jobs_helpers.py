@@ -39,6 +39,14 @@ def png(i: int = 0, size: int = 64) -> bytes:
     return buf.getvalue()
 
 
+def noisy_png(i: int, size: int = 64) -> bytes:
+    """A PNG of noise (it does not compress: about 3 * size * size bytes), a different one for each i."""
+    import random
+    buf = io.BytesIO()
+    Image.frombytes("RGB", (size, size), random.Random(i).randbytes(3 * size * size)).save(buf, "PNG")
+    return buf.getvalue()
+
+
 def add_key(db: Path, name: str, credits: int | None = None) -> str:
     cmd = [str(BIN), "keys", "--db", str(db), "add", name]
     if credits is not None:
@@ -202,11 +210,13 @@ class Upstream:
 
 class Receiver:
     """A webhook receiver on 127.0.0.1: records every POST (path, JSON body); /flaky/N paths answer 500 to their
-    first try, then 200."""
+    first try, then 200; /tarpit/N paths hold the request until `release` is set (`in_flight` counts them)."""
 
     def __init__(self):
         self.calls: list[tuple[str, int, dict | None]] = []  # (path, status answered, body)
         self.lock = threading.Lock()
+        self.release = threading.Event()
+        self.in_flight = 0
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -222,6 +232,12 @@ class Receiver:
                     body = json.loads(raw)
                 except ValueError:
                     body = None
+                if self.path.startswith("/tarpit/"):
+                    with receiver.lock:
+                        receiver.in_flight += 1
+                    receiver.release.wait(300)
+                    with receiver.lock:
+                        receiver.in_flight -= 1
                 with receiver.lock:
                     seen = sum(1 for c in receiver.calls if c[0] == self.path)
                     code = 500 if self.path.startswith("/flaky/") and seen == 0 else 200

@@ -191,15 +191,28 @@ def test_methods_and_unknown_paths(main, keys):
     assert requests.head(main.url("/v2/requests/abc"), headers={"x-api-key": keys["alice"]}, timeout=30).status_code == 404
 
 
-def test_credits_are_taken_when_jobs_complete(main, keys):
+def test_credits_are_reserved_at_submit_and_given_back_when_a_job_fails(main, keys, upstream):
     key = h.add_key(keys["db"], "two-credits", 2)
-    # all three are accepted (the key has credits when they are submitted) ...
-    rids = [main.submit({"prompt": "dog", "image": h.b64(h.png(10 + i))}, key).json()["request_id"] for i in range(3)]
-    finals = [main.wait_status(rid, key) for rid in rids]
-    # ... but only two credits are there to take when they complete
-    assert [f["status"] for f in finals] == ["COMPLETED", "COMPLETED", "FAILED"]
-    assert "no credits left" in finals[2]["error"]
-    assert main.submit({"prompt": "dog", "image": h.b64(h.png(9))}, key).status_code == 406
+    # A credit is taken when a job is accepted: a key cannot queue more jobs than it can pay for.
+    rids = [main.submit({"prompt": "dog", "image": h.b64(h.png(10 + i))}, key) for i in range(2)]
+    assert [r.status_code for r in rids] == [200, 200], [r.text for r in rids]
+    r = main.submit({"prompt": "dog", "image": h.b64(h.png(12))}, key)
+    assert r.status_code == 406 and "no credits left" in r.json()["error"], r.text
+    finals = [main.wait_status(r.json()["request_id"], key) for r in rids]
+    assert [f["status"] for f in finals] == ["COMPLETED", "COMPLETED"]
+    assert main.result(rids[1].json()["request_id"], key).json()["metrics"]["remaining_credits"] == 0
+
+    # A job that fails gives its credit back (once): the key can submit again, and only once.
+    one = h.add_key(keys["db"], "one-credit", 1)
+    before = h.metric(main.metrics(), 'maskmaker_jobs_total{event="refunded"}')
+    bad = main.submit({"prompt": "dog", "image": upstream.url("/status/404")}, one)
+    assert bad.status_code == 200, bad.text
+    assert main.wait_status(bad.json()["request_id"], one)["status"] == "FAILED"
+    assert h.metric(main.metrics(), 'maskmaker_jobs_total{event="refunded"}') == before + 1
+    again = main.submit({"prompt": "dog", "image": h.b64(h.png(13))}, one)
+    assert again.status_code == 200, again.text
+    assert main.submit({"prompt": "dog", "image": h.b64(h.png(14))}, one).status_code == 406
+    assert main.wait_status(again.json()["request_id"], one)["status"] == "COMPLETED"
 
 
 def test_100_jobs_at_once_and_sync_requests_keep_priority(main, keys):

@@ -20,6 +20,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 import requests
+from PIL import Image
 
 import scaleout_helpers as h
 
@@ -293,3 +294,32 @@ def test_readyz_follows_the_database(stack):
         time.sleep(0.5)
     assert a.status_code == 200, a.text
     assert a.headers["x-remaining-credits"] == "9"
+
+
+def test_a_failed_job_gives_its_credit_back_in_postgres(stack, tmp_path):
+    # /v2 takes the credit at submit and gives it back when the job fails (PgKeyStore::refund), once.
+    key = add_key(stack, "one-job", "--credits", "1")
+    jobs = h.Replica("jobs", stack.url, "--jobs-db", str(tmp_path / "jobs.db"))
+    try:
+        jobs.wait_ready()
+        buf = io.BytesIO()
+        Image.open(io.BytesIO(hopper())).save(buf, "PNG")
+        broken = buf.getvalue()[:64]  # the header (its size) reads; the pixels are gone: the job FAILS
+        submit = requests.post(jobs.base + "/v2/inpaint-mask-maker", headers={"x-api-key": key}, timeout=TIMEOUT,
+                               json={"prompt": "person", "image": base64.b64encode(broken).decode()})
+        assert submit.status_code == 200, submit.text
+        rid = submit.json()["request_id"]
+        deadline = time.monotonic() + 120
+        while (status := requests.get(f"{jobs.base}/v2/requests/{rid}/status", headers={"x-api-key": key},
+                                      timeout=TIMEOUT).json())["status"] not in ("COMPLETED", "FAILED"):
+            assert time.monotonic() < deadline, jobs.log()
+            time.sleep(0.1)
+        assert status["status"] == "FAILED" and "cannot be decoded" in status["error"], status
+        deadline = time.monotonic() + 30  # given back just after the job is marked FAILED
+        while key_row(stack.pg, "one-job", stack.db) != ("1", 0):
+            assert time.monotonic() < deadline, (key_row(stack.pg, "one-job", stack.db), jobs.log())
+            time.sleep(0.1)
+        metrics = requests.get(jobs.base + "/metrics", timeout=TIMEOUT).text  # taken at submit, then given back
+        assert 'maskmaker_jobs_total{event="refunded"} 1' in metrics
+    finally:
+        jobs.close()
