@@ -216,7 +216,7 @@ json result_body(const JobRow& row) {
   return body;
 }
 
-void answer_json(httplib::Response& res, int status, const json& body) {
+void answer_json(HttpResponse& res, int status, const json& body) {
   res.status = status;
   res.set_content(dump(body), "application/json");
 }
@@ -379,9 +379,9 @@ struct Jobs::Impl {
   }
 
   // ---------------------------------------------------------------------------------------------- submit
-  void submit(const httplib::Request& req, httplib::Response& res, const MaskRequest& request,
+  void submit(const HttpRequest& req, HttpResponse& res, const MaskRequest& request,
               std::vector<uint8_t> image, std::optional<int64_t> key_id, const std::string& json_body,
-              const std::multimap<std::string, httplib::MultipartFormData>& parts) {
+              const std::multimap<std::string, FormPart>& parts) {
     json stored = {{"prompt", request.prompt},
                    {"invert_mask", request.params.invert_mask},
                    {"confidence_thresh", request.params.confidence_thresh},
@@ -434,7 +434,7 @@ struct Jobs::Impl {
   }
 
   // The scheme and host the client reached us by: --public-url, else X-Forwarded-Proto/-Host (a proxy), else Host.
-  std::string base_url(const httplib::Request& req) const {
+  std::string base_url(const HttpRequest& req) const {
     if (!config.public_url.empty()) {
       std::string b = config.public_url;
       while (!b.empty() && b.back() == '/') b.pop_back();
@@ -453,7 +453,7 @@ struct Jobs::Impl {
   }
 
   // ---------------------------------------------------------------------------------------------- reading
-  void handle_get(const httplib::Request& req, httplib::Response& res, bool status_only) {
+  void handle_get(const HttpRequest& req, HttpResponse& res, bool status_only) {
     const std::string id = req.matches.size() > 1 ? std::string(req.matches[1]) : std::string();
     try {
       std::optional<int64_t> key_id;
@@ -792,18 +792,18 @@ Jobs::Jobs(const ServerConfig& config, JobsContext context) : impl_(std::make_un
 
 Jobs::~Jobs() { impl_->stop(); }
 
-void Jobs::install(httplib::Server& svr) {
-  svr.Get(R"(/v2/requests/([^/]+)/status)", [this](const httplib::Request& req, httplib::Response& res) {
+void Jobs::install(HttpServer& svr) {
+  svr.Get(R"(/v2/requests/([^/]+)/status)", [this](const HttpRequest& req, HttpResponse& res) {
     impl_->handle_get(req, res, true);
   });
-  svr.Get(R"(/v2/requests/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+  svr.Get(R"(/v2/requests/([^/]+))", [this](const HttpRequest& req, HttpResponse& res) {
     impl_->handle_get(req, res, false);
   });
 }
 
-void Jobs::submit(const httplib::Request& req, httplib::Response& res, const MaskRequest& request,
+void Jobs::submit(const HttpRequest& req, HttpResponse& res, const MaskRequest& request,
                   std::vector<uint8_t> image_bytes, std::optional<int64_t> key_id, const std::string& json_body,
-                  const std::multimap<std::string, httplib::MultipartFormData>& parts) {
+                  const std::multimap<std::string, FormPart>& parts) {
   impl_->submit(req, res, request, std::move(image_bytes), key_id, json_body, parts);
 }
 

@@ -21,9 +21,9 @@
 #include <string>
 #include <vector>
 
-#include <httplib.h>
-
 #include "maskmaker/maskmaker.hpp"
+#include "server/http_server.hpp"
+#include "server/multipart.hpp"
 #include "server/request.hpp"
 #include "server/server.hpp"
 
@@ -51,13 +51,13 @@ class Jobs {
 
   // The GET routes (/v2/requests/...). The submit route goes through the server's mask handler, which reads,
   // authorises and parses the body as for /v1/inpaint-mask-maker and then calls submit().
-  void install(httplib::Server& svr);
+  void install(HttpServer& svr);
 
   // Queues a parsed request and answers 200 {request_id, status_url, response_url}. Throws Error for what the
   // synchronous endpoint would refuse (400, 413), and Overloaded (503) when the job queue is full.
-  void submit(const httplib::Request& req, httplib::Response& res, const MaskRequest& request,
+  void submit(const HttpRequest& req, HttpResponse& res, const MaskRequest& request,
               std::vector<uint8_t> image_bytes, std::optional<int64_t> key_id, const std::string& json_body,
-              const std::multimap<std::string, httplib::MultipartFormData>& parts);
+              const std::multimap<std::string, FormPart>& parts);
 
   // Where the jobs are kept: --jobs-db; else beside a SQLite --keys-db ("keys.db" -> "keys-jobs.db"); else
   // (no keys, or keys in PostgreSQL) maskmaker-jobs-<port>.db in $TMPDIR (/tmp).
