@@ -336,6 +336,15 @@ struct HttpServer::Impl {
         message = "header " + h.name + " is not valid UTF-8";
         return 400;
       }
+    // RFC 9112 6.3: a request whose last transfer coding is not chunked has no knowable length.
+    if (const char* te = header_value_or(req.headers, "Transfer-Encoding")) {
+      std::string codings = lower(te);
+      size_t comma = codings.rfind(',');
+      if (trim(comma == std::string::npos ? std::string_view(codings) : std::string_view(codings).substr(comma + 1)) != "chunked") {
+        message = "Transfer-Encoding must end with chunked";
+        return 400;
+      }
+    }
     std::string_view target = req.target;
     // absolute-form (a proxy's request): keep the path
     if (target.rfind("http://", 0) == 0 || target.rfind("https://", 0) == 0) {

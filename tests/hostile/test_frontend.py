@@ -60,7 +60,9 @@ class Guard:
     def check(self, ok=True, expected=200, got=200):
         self.sample()
         growth = self.peak - self.before
-        common.FIGURES.setdefault("frontend_rss_growth_kib", {})[self.name] = growth
+        worst = common.FIGURES.setdefault("frontend_rss_growth", {"max_kib": 0, "case": None})
+        if growth >= worst["max_kib"]:
+            worst.update(max_kib=growth, case=self.name)
         alive = self.srv.alive()
         passed = ok and alive and growth < RSS_GROWTH_KIB
         record(FAMILY, self.name, expected, got, passed)
@@ -517,3 +519,67 @@ def test_security_headers_on_every_answer(front):
     mask = front.post(COMPAT, GOOD, headers={"x-api-key": front.key})
     ok &= mask.status_code == 200 and mask.headers.get("Cache-Control") == "no-store"
     g.check(ok, 200, [r.status_code for r in answers])
+
+
+# ------------------------------------------------------------------------------------------ framing
+
+J = b'{"prompt": "person", "image": "x"}'
+FRAMING = {
+    "Content-Length and Transfer-Encoding together": (
+        b"POST /v1/masks HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400),
+    "two different Content-Lengths": (b"POST /v1/masks HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 6\r\n\r\nabcdef", 400),
+    "negative Content-Length": (b"POST /v1/masks HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n", 400),
+    "Content-Length larger than the body sent (a lie)": (
+        b"POST /v1/masks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n" + J, 408),
+    "Transfer-Encoding without chunked": (b"POST /v1/masks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n" + J, 400),
+    "bad chunk size": (b"POST /v1/masks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n" + J, 400),
+    "HTTP/2 preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400),
+    "TLS ClientHello": (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", 400),
+    "bare LF line ends": (b"GET /healthz HTTP/1.1\nHost: x\n\n", 400),
+    "space before a header colon": (b"GET /healthz HTTP/1.1\r\nHost : x\r\n\r\n", 400),
+    "OPTIONS *": (b"OPTIONS * HTTP/1.1\r\nHost: x\r\n\r\n", 400),
+    "HTTP/1.0 GET": (b"GET /healthz HTTP/1.0\r\n\r\n", 200),
+    "absolute-form target": (b"GET http://x/healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", 200),
+    "Expect: 100-continue, then no body": (
+        b"POST /v1/masks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nExpect: 100-continue\r\n"
+        b"Content-Length: 10\r\n\r\n", 100),
+}
+
+
+@pytest.mark.parametrize("name", list(FRAMING))
+def test_framing(front, name):
+    data, expect = FRAMING[name]
+    if b"/v1/masks" in data:
+        data = data.replace(b"Host: x\r\n", b"Host: x\r\nx-api-key: " + front.key.encode() + b"\r\n", 1)
+    g = Guard(front, f"framing: {name} -> {expect}")
+    s = connect(front, timeout=30)
+    try:
+        s.sendall(data)
+        answer = read_answer(s)
+    finally:
+        s.close()
+    got = status_of(answer)
+    ok = got == expect
+    if expect == 100:  # the interim answer, then a 408 when the promised body never comes
+        ok = b"\r\n\r\nHTTP/1.1 408 " in answer
+    if got and got >= 400:
+        ok = ok and isinstance(error_of(answer), str)
+    g.check(ok, expect, got)
+    assert ok, answer[:300]
+
+
+def test_expect_100_continue_then_the_body(front):
+    g = Guard(front, "Expect: 100-continue, body after the interim answer -> 200")
+    body = json.dumps(GOOD).encode()
+    s = connect(front, timeout=60)
+    try:
+        s.sendall(b"POST /v1/inpaint-mask-maker HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nx-api-key: " +
+                  front.key.encode() + b"\r\nExpect: 100-continue\r\nConnection: close\r\nContent-Length: %d\r\n\r\n" % len(body))
+        interim = s.recv(100)
+        s.sendall(body)
+        answer = read_answer(s, 1 << 24)
+    finally:
+        s.close()
+    ok = interim.startswith(b"HTTP/1.1 100 Continue\r\n\r\n") and status_of(answer) == 200
+    g.check(ok, 200, status_of(answer))
+    assert ok, (interim, answer[:200])
