@@ -207,6 +207,7 @@ struct HttpServer::Impl {
     asio::steady_timer timer;
     bool idle = true;
     bool timed_out = false;
+    uint64_t generation = 0;  // of the deadline: a timer that already fired for an older one does nothing
     std::string peer;
   };
 
@@ -232,14 +233,19 @@ struct HttpServer::Impl {
   void arm(const std::shared_ptr<Conn>& c, std::chrono::milliseconds d) {
     c->timed_out = false;
     c->timer.expires_after(d);
-    c->timer.async_wait([w = std::weak_ptr<Conn>(c)](boost::system::error_code ec) {
+    c->timer.async_wait([w = std::weak_ptr<Conn>(c), gen = ++c->generation](boost::system::error_code ec) {
       if (ec) return;
-      if (auto c = w.lock()) {
+      if (auto c = w.lock(); c && c->generation == gen) {
         c->timed_out = true;
         boost::system::error_code ignored;
         c->socket.cancel(ignored);
       }
     });
+  }
+
+  static void disarm(const std::shared_ptr<Conn>& c) {
+    ++c->generation;
+    c->timer.cancel();
   }
 
   void write_error(HttpResponse& res, int status, const std::string& message) {
@@ -271,7 +277,7 @@ struct HttpServer::Impl {
     std::array<asio::const_buffer, 2> bufs{asio::buffer(head), asio::buffer(with_body ? std::string_view(res.body) : std::string_view())};
     arm(c, limits.write_timeout);
     auto [ec, n] = co_await asio::async_write(c->socket, bufs, asio::as_tuple(asio::use_awaitable));
-    c->timer.cancel();
+    disarm(c);
     co_return !ec;
   }
 
@@ -289,7 +295,7 @@ struct HttpServer::Impl {
       if (ec) break;
       drained += n;
     }
-    c->timer.cancel();
+    disarm(c);
   }
 
   size_t drain_budget() const {
@@ -392,7 +398,7 @@ struct HttpServer::Impl {
       parser.body_limit(boost::none);  // counted here, whatever the framing
       arm(c, limits.head_timeout);
       auto [ec, n] = co_await bhttp::async_read_header(c->socket, buffer, parser, asio::as_tuple(asio::use_awaitable));
-      c->timer.cancel();
+      disarm(c);
       if (ec) {
         if (c->timed_out) write_error(res, 408, "the request head did not arrive within " +
                                                     std::to_string(limits.head_timeout.count()) + " ms");
@@ -468,7 +474,7 @@ struct HttpServer::Impl {
           static const std::string_view cont = "HTTP/1.1 100 Continue\r\n\r\n";
           arm(c, limits.write_timeout);
           auto [wec, wn] = co_await asio::async_write(c->socket, asio::buffer(cont), asio::as_tuple(asio::use_awaitable));
-          c->timer.cancel();
+          disarm(c);
           if (wec) break;
         }
         const size_t limit = limits.max_body_bytes, budget = drain_budget();
@@ -480,7 +486,7 @@ struct HttpServer::Impl {
           parser.get().body().size = chunk.size();
           arm(c, limits.body_read_timeout);
           auto [rec, rn] = co_await bhttp::async_read_some(c->socket, buffer, parser, asio::as_tuple(asio::use_awaitable));
-          c->timer.cancel();
+          disarm(c);
           if (rec == bhttp::error::need_buffer) rec = {};
           size_t got = chunk.size() - parser.get().body().size;
           total += got;
@@ -545,7 +551,7 @@ struct HttpServer::Impl {
       if (!ok || !keep_alive) break;
     }
     boost::system::error_code ignored;
-    c->timer.cancel();
+    disarm(c);
     c->socket.shutdown(tcp::socket::shutdown_both, ignored);
     c->socket.close(ignored);
   }
