@@ -482,10 +482,12 @@ struct Jobs::Impl {
       if (status == 202) res.set_header("Retry-After", "1");
       answer_json(res, status, body);
     } catch (const Error& e) {
-      answer_json(res, http_status(e.code()), {{"error", e.what()}});
+      const int status = http_status(e.code());
+      if (status == 500) spdlog::error("job {}: {}", id.substr(0, 64), e.what());
+      set_json_error(res, status, status == 500 ? "internal error reading request '" + id.substr(0, 64) + "'" : e.what());
     } catch (const std::exception& e) {
       spdlog::error("job {}: reading it failed: {}", id, e.what());
-      answer_json(res, 500, {{"error", "internal error reading request '" + id.substr(0, 64) + "'"}});
+      set_json_error(res, 500, "internal error reading request '" + id.substr(0, 64) + "'");
     }
   }
 

@@ -71,11 +71,6 @@ RequestLog& request_log(const HttpRequest& req) {
   return req.context ? *static_cast<RequestLog*>(req.context.get()) : blank;
 }
 
-// The one error writer: every error answer is {"error": message} (text that is not UTF-8 is replaced, never a 500).
-void set_json_error(HttpResponse& res, int status, const std::string& message) {
-  res.status = status;
-  res.set_content(json{{"error", message}}.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
-}
 
 const char* default_message(int status) {
   switch (status) {
