@@ -115,6 +115,7 @@ struct Route {
   std::regex pattern;
   HttpHandler handler;
   bool inline_io = false;
+  HttpHeadHandler before_body;
 };
 
 }  // namespace
@@ -437,6 +438,20 @@ struct HttpServer::Impl {
             answered = true;
           }
         }
+        if (!answered && route->before_body) {
+          const HttpHeadHandler* check = &route->before_body;
+          answered = co_await asio::co_spawn(workers.get_executor(),
+                                             [this, check, &req, &res]() -> asio::awaitable<bool> {
+                                               try {
+                                                 co_return (*check)(req, res);
+                                               } catch (...) {
+                                                 if (exception_handler) exception_handler(req, res, std::current_exception());
+                                                 else write_error(res, 500, "internal error");
+                                                 co_return true;
+                                               }
+                                             },
+                                             asio::use_awaitable);
+        }
         if (!answered && unread_body) {
           auto length = parser.content_length();
           if (length && *length > limits.max_body_bytes) {
@@ -656,8 +671,8 @@ void HttpServer::set_default_headers(std::vector<HttpHeader> headers) { impl_->d
 void HttpServer::Get(const std::string& pattern, HttpHandler handler, bool inline_io) {
   impl_->get_routes.push_back({std::regex(pattern), std::move(handler), inline_io});
 }
-void HttpServer::Post(const std::string& pattern, HttpHandler handler) {
-  impl_->post_routes.push_back({std::regex(pattern), std::move(handler), false});
+void HttpServer::Post(const std::string& pattern, HttpHandler handler, HttpHeadHandler before_body) {
+  impl_->post_routes.push_back({std::regex(pattern), std::move(handler), false, std::move(before_body)});
 }
 
 bool HttpServer::bind(const std::string& host, int port) {

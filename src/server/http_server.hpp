@@ -1,9 +1,10 @@
 // The HTTP/1.1 front end (Boost.Beast over Asio, in http_server.cpp only): plain request/response types, a
 // two-phase route and hard limits on what a client can make the server hold or wait for.
 //
-// Phase 1, on an I/O thread, once the head is read and before any body byte: the pre-routing handler (404, 405,
-// OPTIONS, authentication) may answer. Phase 2, on a worker thread: the route's handler, with the body read
-// (de-chunked, decompressed) under max_body_bytes. The I/O threads never run inference: /healthz keeps answering.
+// Phase 1, once the head is read and before any body byte: the pre-routing handler (I/O thread: 404, 405, OPTIONS)
+// and the route's before_body check (a worker: authentication) may answer. Phase 2, on a worker thread: the
+// route's handler, with the body read (de-chunked, decompressed) under max_body_bytes. The I/O threads never block
+// on inference or a database: /healthz keeps answering.
 #pragma once
 
 #include <chrono>
@@ -63,6 +64,7 @@ struct HttpResponse {
 };
 
 using HttpHandler = std::function<void(HttpRequest&, HttpResponse&)>;
+using HttpHeadHandler = std::function<bool(HttpRequest&, HttpResponse&)>;  // true: `res` is the answer
 
 class HttpServer {
  public:
@@ -85,7 +87,9 @@ class HttpServer {
   // Phase 2 routes; `pattern` is a std::regex matched against the whole decoded path. GET routes also answer HEAD.
   // inline_io: run on the I/O thread (only for handlers that never block).
   void Get(const std::string& pattern, HttpHandler handler, bool inline_io = false);
-  void Post(const std::string& pattern, HttpHandler handler);
+  // before_body: run on a worker once the route is known and before any body byte is read (a check that may
+  // block, as a key lookup in a remote database); it may answer.
+  void Post(const std::string& pattern, HttpHandler handler, HttpHeadHandler before_body = {});
 
   bool bind(const std::string& host, int port);
   // Serves until stop(), then returns once every connection is closed (requests in flight are answered).

@@ -180,7 +180,7 @@ class Service {
         {"/v1/inpaint-mask-maker", "POST, OPTIONS"}, {"/v1/masks", "POST, OPTIONS"}, {"/healthz", "GET, HEAD"},
         {"/v2/inpaint-mask-maker", "POST, OPTIONS"},
         {"/readyz", "GET, HEAD"}, {"/metrics", "GET, HEAD"}, {"/openapi.json", "GET, HEAD"}, {"/", "GET, HEAD"}};
-    // Phase 1, on the I/O thread, before any body byte is read: route, method, CORS preflight and the key.
+    // Phase 1, on the I/O thread, before any body byte is read: route, method, CORS preflight (the key: check_key).
     svr.set_pre_routing_handler([this](HttpRequest& req, HttpResponse& res) {
       auto log = std::make_shared<RequestLog>();
       req.context = log;
@@ -213,22 +213,27 @@ class Service {
         set_json_error(res, 405, "method " + req.method + " is not allowed on " + req.path + "; allowed: " + methods);
         return true;
       }
-      if (req.method == "POST") {  // the mask endpoints: the key is checked before the body is read
-        try {
-          t_log->key = authorise(req, res, req.path);
-        } catch (const Error& e) {
-          fail(res, e);
-          return true;
-        }
-      }
       return false;
     });
+    // The mask endpoints' key, checked on a worker (the database may be remote) before the body is read.
+    auto check_key = [this](HttpRequest& req, HttpResponse& res) {
+      t_log = &request_log(req);
+      try {
+        t_log->key = authorise(req, res, req.path);
+      } catch (const Error& e) {
+        fail(res, e);
+        return true;
+      }
+      return false;
+    };
 
     // Phase 2, on a worker: the body is read (de-chunked, decompressed) under --max-body-bytes.
-    svr.Post("/v1/inpaint-mask-maker", [this](HttpRequest& req, HttpResponse& res) { handle_mask(req, res, Endpoint::Compatible); });
-    svr.Post("/v1/masks", [this](HttpRequest& req, HttpResponse& res) { handle_mask(req, res, Endpoint::Native); });
+    svr.Post("/v1/inpaint-mask-maker", [this](HttpRequest& req, HttpResponse& res) { handle_mask(req, res, Endpoint::Compatible); },
+             check_key);
+    svr.Post("/v1/masks", [this](HttpRequest& req, HttpResponse& res) { handle_mask(req, res, Endpoint::Native); }, check_key);
     svr.Post("/v2/inpaint-mask-maker",
-             [this](HttpRequest& req, HttpResponse& res) { handle_mask(req, res, Endpoint::Compatible, /*async=*/true); });
+             [this](HttpRequest& req, HttpResponse& res) { handle_mask(req, res, Endpoint::Compatible, /*async=*/true); },
+             check_key);
     jobs_->install(svr);
     svr.Get("/healthz", [](HttpRequest&, HttpResponse& res) { res.set_content(R"({"status":"ok"})", "application/json"); },
             /*inline_io=*/true);
