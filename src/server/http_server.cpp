@@ -212,10 +212,13 @@ struct HttpServer::Impl {
     std::string peer;
   };
 
-  explicit Impl(HttpLimits l) : limits(std::move(l)), acceptor(ioc), workers(size_t(std::max(1, limits.worker_threads))) {}
+  explicit Impl(HttpLimits l)
+      : limits(std::move(l)), accept_strand(asio::make_strand(ioc)), acceptor(accept_strand),
+        workers(size_t(std::max(1, limits.worker_threads))) {}
 
   HttpLimits limits;
   asio::io_context ioc;
+  asio::strand<asio::io_context::executor_type> accept_strand;  // the acceptor's: accepting and stop() never race
   tcp::acceptor acceptor;
   asio::thread_pool workers;
   std::function<bool(HttpRequest&, HttpResponse&)> pre_routing;
@@ -596,7 +599,7 @@ struct HttpServer::Impl {
       if (ec) {
         if (ec == asio::error::operation_aborted) co_return;
         spdlog::warn("accept failed: {}", ec.message());
-        asio::steady_timer pause(ioc, 50ms);  // out of file descriptors: let connections close
+        asio::steady_timer pause(accept_strand, 50ms);  // out of file descriptors: let connections close
         co_await pause.async_wait(asio::as_tuple(asio::use_awaitable));
         continue;
       }
@@ -639,7 +642,7 @@ struct HttpServer::Impl {
 
   void stop() {
     stopping.store(true);
-    asio::post(ioc, [this] {
+    asio::post(accept_strand, [this] {
       boost::system::error_code ignored;
       acceptor.close(ignored);
       std::lock_guard lock(conn_mutex);
@@ -698,7 +701,7 @@ bool HttpServer::bind(const std::string& host, int port) {
 void HttpServer::run() {
   auto& impl = *impl_;
   if (!impl.stopping.load())
-    asio::co_spawn(impl.ioc, impl.accept_loop(), asio::detached);
+    asio::co_spawn(impl.accept_strand, impl.accept_loop(), asio::detached);
   else {
     boost::system::error_code ignored;
     impl.acceptor.close(ignored);
