@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 APT_PACKAGES=(
   build-essential cmake ninja-build pkg-config git ca-certificates
   libopencv-dev libwebp-dev libgif-dev libjpeg62-turbo-dev libpng-dev libtiff-dev zlib1g-dev
-  libcpp-httplib-dev nlohmann-json3-dev libcurl4-openssl-dev libssl-dev
+  libboost1.81-dev nlohmann-json3-dev libcurl4-openssl-dev libssl-dev
   libspdlog-dev libcli11-dev prometheus-cpp-dev libsqlite3-dev libpq-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   python3 python3-venv python3-pytest python3-requests python3-pil python3-numpy python3-jsonschema

@@ -32,6 +32,23 @@ void register_serve(CLI::App& root, CommonOptions& common) {
       ->envname("MASKMAKER_FETCH_MAX_BYTES")->capture_default_str();
   serve->add_option("--request-timeout-ms", cfg->request_timeout_ms, "Longest wait for a free worker (504 after)")
       ->envname("MASKMAKER_REQUEST_TIMEOUT_MS")->capture_default_str();
+  serve->add_option("--max-header-bytes", cfg->max_header_bytes, "Largest request line + headers (431 above)")
+      ->envname("MASKMAKER_MAX_HEADER_BYTES")->check(CLI::Range(size_t(1024), size_t(1) << 20))->capture_default_str();
+  serve->add_option("--max-header-count", cfg->max_header_count, "Most request headers (431 above)")
+      ->envname("MASKMAKER_MAX_HEADER_COUNT")->check(CLI::Range(size_t(8), size_t(10000)))->capture_default_str();
+  serve->add_option("--max-connections", cfg->max_connections, "Open connections at once (503 and close above)")
+      ->envname("MASKMAKER_MAX_CONNECTIONS")->check(CLI::Range(size_t(1), size_t(1000000)))->capture_default_str();
+  serve->add_option("--max-connections-per-client", cfg->max_connections_per_client,
+                    "Open connections from one client address (0 = no cap; raise it behind a proxy)")
+      ->envname("MASKMAKER_MAX_CONNECTIONS_PER_CLIENT")->capture_default_str();
+  serve->add_option("--head-timeout-ms", cfg->head_timeout_ms, "Deadline for a whole request head (408 after)")
+      ->envname("MASKMAKER_HEAD_TIMEOUT_MS")->check(CLI::Range(100L, 3600000L))->capture_default_str();
+  serve->add_option("--body-timeout-ms", cfg->body_read_timeout_ms, "Deadline for each read of a request body (408 after)")
+      ->envname("MASKMAKER_BODY_TIMEOUT_MS")->check(CLI::Range(100L, 3600000L))->capture_default_str();
+  serve->add_option("--keep-alive-timeout-ms", cfg->keep_alive_timeout_ms, "Idle keep-alive connections are closed after this")
+      ->envname("MASKMAKER_KEEP_ALIVE_TIMEOUT_MS")->check(CLI::Range(100L, 3600000L))->capture_default_str();
+  serve->add_option("--max-multipart-parts", cfg->max_multipart_parts, "Most parts in a multipart/form-data body (400 above)")
+      ->envname("MASKMAKER_MAX_MULTIPART_PARTS")->check(CLI::Range(size_t(1), size_t(10000)))->capture_default_str();
   serve->add_option("--keys-db,--db", cfg->keys_db,
                     "Key database: a SQLite file, or a postgresql:// URL shared by replicas (see maskmaker keys); "
                     "unset = open access")

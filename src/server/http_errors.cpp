@@ -1,5 +1,7 @@
 #include "server/http_errors.hpp"
 
+#include <nlohmann/json.hpp>
+
 namespace maskmaker::server {
 
 int http_status(ErrorCode code) {
@@ -33,6 +35,12 @@ int retry_after_seconds(ErrorCode code) {
     case ErrorCode::StorageUnavailable: return 2;
     default: return 0;
   }
+}
+
+void set_json_error(HttpResponse& res, int status, const std::string& message) {
+  using nlohmann::json;
+  res.status = status;
+  res.set_content(json{{"error", message}}.dump(-1, ' ', false, json::error_handler_t::replace), "application/json");
 }
 
 }  // namespace maskmaker::server

@@ -19,7 +19,7 @@ namespace {
 
 using namespace jobs_detail;
 
-void answer_json(httplib::Response& res, int status, const json& body) {
+void answer_json(HttpResponse& res, int status, const json& body) {
   res.status = status;
   res.set_content(dump(body), "application/json");
 }
@@ -72,7 +72,7 @@ std::string Jobs::database_path(const ServerConfig& config) {
 
 using namespace jobs_detail;
 
-void Jobs::Impl::submit(const httplib::Request& req, httplib::Response& res, MaskRequest request,
+void Jobs::Impl::submit(const HttpRequest& req, HttpResponse& res, MaskRequest request,
                         std::optional<int64_t> key_id) {
   const std::string id = enqueue(std::move(request), key_id);
 
@@ -84,7 +84,7 @@ void Jobs::Impl::submit(const httplib::Request& req, httplib::Response& res, Mas
 }
 
 // The scheme and host the client reached us by: --public-url, else X-Forwarded-Proto/-Host (a proxy), else Host.
-std::string Jobs::Impl::base_url(const httplib::Request& req) const {
+std::string Jobs::Impl::base_url(const HttpRequest& req) const {
   if (!config.public_url.empty()) {
     std::string b = config.public_url;
     while (!b.empty() && b.back() == '/') b.pop_back();
@@ -102,7 +102,7 @@ std::string Jobs::Impl::base_url(const httplib::Request& req) const {
   return proto + "://" + host;
 }
 
-void Jobs::Impl::handle_get(const httplib::Request& req, httplib::Response& res, bool status_only) {
+void Jobs::Impl::handle_get(const HttpRequest& req, HttpResponse& res, bool status_only) {
   const std::string id = req.matches.size() > 1 ? std::string(req.matches[1]) : std::string();
   try {
     std::optional<int64_t> key_id;
@@ -124,11 +124,13 @@ void Jobs::Impl::handle_get(const httplib::Request& req, httplib::Response& res,
     if (status == 202) res.set_header("Retry-After", "1");
     answer_json(res, status, body);
   } catch (const Error& e) {
-    if (http_status(e.code()) == 503) res.set_header("Retry-After", "2");  // the jobs database, for a while
-    answer_json(res, http_status(e.code()), {{"error", e.what()}});
+    const int status = http_status(e.code());
+    if (status == 500) spdlog::error("job {}: {}", id.substr(0, 64), e.what());
+    if (int seconds = retry_after_seconds(e.code())) res.set_header("Retry-After", std::to_string(seconds));
+    set_json_error(res, status, status == 500 ? "internal error reading request '" + id.substr(0, 64) + "'" : e.what());
   } catch (const std::exception& e) {
     spdlog::error("job {}: reading it failed: {}", id, e.what());
-    answer_json(res, 500, {{"error", "internal error reading request '" + id.substr(0, 64) + "'"}});
+    set_json_error(res, 500, "internal error reading request '" + id.substr(0, 64) + "'");
   }
 }
 
@@ -138,16 +140,16 @@ Jobs::Jobs(const ServerConfig& config, JobsContext context) : impl_(std::make_un
 
 Jobs::~Jobs() { impl_->stop(); }
 
-void Jobs::install(httplib::Server& svr) {
-  svr.Get(R"(/v2/requests/([^/]+)/status)", [this](const httplib::Request& req, httplib::Response& res) {
+void Jobs::install(HttpServer& svr) {
+  svr.Get(R"(/v2/requests/([^/]+)/status)", [this](const HttpRequest& req, HttpResponse& res) {
     impl_->handle_get(req, res, true);
   });
-  svr.Get(R"(/v2/requests/([^/]+))", [this](const httplib::Request& req, httplib::Response& res) {
+  svr.Get(R"(/v2/requests/([^/]+))", [this](const HttpRequest& req, HttpResponse& res) {
     impl_->handle_get(req, res, false);
   });
 }
 
-void Jobs::submit(const httplib::Request& req, httplib::Response& res, MaskRequest request, std::optional<int64_t> key_id) {
+void Jobs::submit(const HttpRequest& req, HttpResponse& res, MaskRequest request, std::optional<int64_t> key_id) {
   impl_->submit(req, res, std::move(request), key_id);
 }
 

@@ -25,7 +25,7 @@
 #include <string>
 #include <vector>
 
-#include <httplib.h>
+#include "server/http_server.hpp"
 
 #include "maskmaker/maskmaker.hpp"
 #include "service/request.hpp"
@@ -54,11 +54,11 @@ class Jobs {
 
   // The GET routes (/v2/requests/...). The submit route goes through the server's mask handler, which reads,
   // authorises and parses the body as for /v1/inpaint-mask-maker and then calls submit().
-  void install(httplib::Server& svr);
+  void install(HttpServer& svr);
 
   // Queues a parsed request and answers 200 {request_id, status_url, response_url}. Throws Error for what the
   // synchronous endpoint would refuse (400, 413), and Overloaded (503) when the job queue is full.
-  void submit(const httplib::Request& req, httplib::Response& res, MaskRequest request, std::optional<int64_t> key_id);
+  void submit(const HttpRequest& req, HttpResponse& res, MaskRequest request, std::optional<int64_t> key_id);
 
   // Where the jobs are kept: --jobs-db; else beside a SQLite --keys-db ("keys.db" -> "keys-jobs.db"); else
   // (no keys, or keys in PostgreSQL) jobs-<port>.db in a private folder (jobs_store.hpp: private_state_dir).

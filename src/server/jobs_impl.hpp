@@ -83,9 +83,9 @@ struct Jobs::Impl {
   Impl(const ServerConfig& c, JobsContext context);
 
   // jobs.cpp: the routes
-  void submit(const httplib::Request& req, httplib::Response& res, MaskRequest request, std::optional<int64_t> key_id);
-  std::string base_url(const httplib::Request& req) const;
-  void handle_get(const httplib::Request& req, httplib::Response& res, bool status_only);
+  void submit(const HttpRequest& req, HttpResponse& res, MaskRequest request, std::optional<int64_t> key_id);
+  std::string base_url(const HttpRequest& req) const;
+  void handle_get(const HttpRequest& req, HttpResponse& res, bool status_only);
 
   // jobs_queue.cpp: checks a parsed request as the synchronous endpoint would (400, 413: Error), and the image
   // URL and webhook URL against the guard; stores it QUEUED and returns the new job's id. Overloaded (503) when

@@ -14,7 +14,6 @@
 #include <sstream>
 #include <thread>
 
-#include <httplib.h>
 #include <nlohmann/json.hpp>
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>
@@ -23,16 +22,16 @@
 #include <prometheus/text_serializer.h>
 #include <spdlog/spdlog.h>
 
+#include "server/http_errors.hpp"
+#include "server/http_server.hpp"
+#include "server/jobs.hpp"
+#include "server/multipart.hpp"
+#include "server/web_assets.hpp"
 #include "service/admission.hpp"
 #include "service/api.hpp"
-#include "service/base64.hpp"
-#include "server/http_errors.hpp"
-#include "server/jobs.hpp"
 #include "service/keys_db.hpp"
-#include "service/rate_limit.hpp"
 #include "service/mask_service.hpp"
 #include "service/request.hpp"
-#include "server/web_assets.hpp"
 
 namespace maskmaker::server {
 using namespace maskmaker::service;  // the layer below: typed requests, keys, image sources, rendering
@@ -52,7 +51,8 @@ std::string new_request_id() {
   return buf;
 }
 
-// What one request did, for its log line and metrics; filled by the handler, read by the logger (same thread).
+// What one request did, for its log line and metrics: kept with the request (HttpRequest::context) across its two
+// phases (I/O thread, then a worker); t_log points at the current request's on the thread that handles it.
 struct RequestLog {
   std::string id;
   std::string key_id = "-";
@@ -62,19 +62,22 @@ struct RequestLog {
   int detections = -1;
   size_t in_bytes = 0;  // request body as read (the mask endpoints read it themselves)
   std::string error;
+  std::optional<KeyRecord> key;  // authorised from the head
 };
-thread_local RequestLog t_log;
+thread_local RequestLog* t_log = nullptr;
 
-void set_json_error(httplib::Response& res, int status, const std::string& message) {
-  res.status = status;
-  res.set_content(json{{"error", message}}.dump(), "application/json");
+RequestLog& request_log(const HttpRequest& req) {
+  static RequestLog blank;
+  return req.context ? *static_cast<RequestLog*>(req.context.get()) : blank;
 }
+
 
 const char* default_message(int status) {
   switch (status) {
     case 400: return "bad request";
     case 404: return "not found: see /openapi.json for the API";
     case 405: return "method not allowed";
+    case 408: return "request timeout";
     case 413: return "request body is larger than the server's limit";
     case 414: return "request URI is too long";
     case 415: return "unsupported media type";
@@ -83,20 +86,6 @@ const char* default_message(int status) {
     case 503: return "service unavailable";
     default: return "request failed";
   }
-}
-
-// A multipart form as the service's codec reads it: text fields by name, and the `image` part when it is a file.
-MaskRequest parse_form(const std::multimap<std::string, httplib::MultipartFormData>& parts, Endpoint endpoint) {
-  std::vector<FormField> fields;
-  std::vector<uint8_t> upload;
-  for (const auto& [name, part] : parts) {
-    if (name == "image" && (!part.filename.empty() || part.content_type.rfind("image/", 0) == 0)) {
-      if (upload.empty()) upload.assign(part.content.begin(), part.content.end());
-      continue;
-    }
-    fields.push_back({name, part.content});
-  }
-  return parse_mask_form(fields, std::move(upload), endpoint);
 }
 
 struct Metrics {
@@ -188,76 +177,70 @@ class Service {
   }
   bool failed() const { return failed_.load(); }
 
-  void install(httplib::Server& svr) {
+  void install(HttpServer& svr) {
     // Known paths and their methods: anything else on them is 405 with Allow.
     static const std::map<std::string, std::string> allowed = {
         {"/v1/inpaint-mask-maker", "POST, OPTIONS"}, {"/v1/masks", "POST, OPTIONS"}, {"/healthz", "GET, HEAD"},
         {"/v2/inpaint-mask-maker", "POST, OPTIONS"},
         {"/readyz", "GET, HEAD"}, {"/metrics", "GET, HEAD"}, {"/openapi.json", "GET, HEAD"}, {"/", "GET, HEAD"}};
-    svr.set_pre_routing_handler([this](const httplib::Request& req, httplib::Response& res) {
-      t_log = RequestLog{};
-      t_log.id = new_request_id();
-      t_log.route = req.path;
-      res.set_header("X-Request-Id", t_log.id);
+    // Phase 1, on the I/O thread, before any body byte is read: route, method, CORS preflight (the key: check_key).
+    svr.set_pre_routing_handler([this](HttpRequest& req, HttpResponse& res) {
+      auto log = std::make_shared<RequestLog>();
+      req.context = log;
+      t_log = log.get();
+      t_log->id = new_request_id();
+      t_log->route = req.path;
+      res.set_header("X-Request-Id", t_log->id);
       res.set_header("Access-Control-Allow-Origin", "*");
       res.set_header("Access-Control-Expose-Headers",
                      "X-Detections, X-Inference-Time-Ms, X-Unmatched-Phrases, X-Request-Id, x-credits-consumed, "
                      "x-remaining-credits, Retry-After");
-      // Answers decided here come before the body is read: a connection that still carries an unread body is
-      // closed, or its body would be parsed as the next request on the keep-alive connection.
-      const bool unread_body = req.has_header("Transfer-Encoding") ||
-                               (req.has_header("Content-Length") && req.get_header_value("Content-Length") != "0");
-      auto close_if_unread = [&] {
-        if (unread_body && !res.has_header("Connection")) res.set_header("Connection", "close");
-      };
       auto it = allowed.find(req.path);
       bool web_asset = web_asset_for(req.path) != nullptr;
       bool job_path = is_job_path(req.path);  // /v2/requests/{id}[/status] (jobs.hpp)
       if (it == allowed.end() && !web_asset && !job_path) {
-        // 404 here, before cpp-httplib reads a POST body (without any limit when it is chunked).
-        close_if_unread();
         set_json_error(res, 404, "not found: " + req.path + " (see /openapi.json for the API)");
-        return httplib::Server::HandlerResponse::Handled;
+        return true;
       }
       const std::string& methods = it != allowed.end() ? it->second : std::string(job_path ? "GET, HEAD, OPTIONS" : "GET, HEAD");
-      // Only the POST endpoints read a body (cpp-httplib never reads one for GET, HEAD or OPTIONS).
-      if (req.method != "POST") close_if_unread();
       if (req.method == "OPTIONS" && methods.find("OPTIONS") != std::string::npos) {
         res.status = 204;
         res.set_header("Allow", methods);
         res.set_header("Access-Control-Allow-Methods", methods);
         res.set_header("Access-Control-Allow-Headers", "Content-Type, x-api-key");
         res.set_header("Access-Control-Max-Age", "600");
-        return httplib::Server::HandlerResponse::Handled;
+        return true;
       }
-      if (methods.find(req.method) == std::string::npos) {
+      if ((", " + methods + ",").find(", " + req.method + ",") == std::string::npos || req.method == "OPTIONS") {
         res.set_header("Allow", methods);
-        close_if_unread();
         set_json_error(res, 405, "method " + req.method + " is not allowed on " + req.path + "; allowed: " + methods);
-        return httplib::Server::HandlerResponse::Handled;
+        return true;
       }
-      return httplib::Server::HandlerResponse::Unhandled;
+      return false;
     });
+    // The mask endpoints' key, checked on a worker (the database may be remote) before the body is read.
+    auto check_key = [this](HttpRequest& req, HttpResponse& res) {
+      t_log = &request_log(req);
+      try {
+        t_log->key = authorise(req, req.path);
+      } catch (const Error& e) {
+        fail(res, e);
+        return true;
+      }
+      return false;
+    };
 
-    // Handlers with a content reader: the body is read here, under --max-body-bytes whatever its framing
-    // (cpp-httplib's own limit only covers a Content-Length body, not a chunked or a compressed one).
-    svr.Post("/v1/inpaint-mask-maker",
-             [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-               handle_mask(req, res, reader, Endpoint::Compatible);
-             });
-    svr.Post("/v1/masks",
-             [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-               handle_mask(req, res, reader, Endpoint::Native);
-             });
+    // Phase 2, on a worker: the body is read (de-chunked, decompressed) under --max-body-bytes.
+    svr.Post("/v1/inpaint-mask-maker", [this](HttpRequest& req, HttpResponse& res) { handle_mask(req, res, Endpoint::Compatible); },
+             check_key);
+    svr.Post("/v1/masks", [this](HttpRequest& req, HttpResponse& res) { handle_mask(req, res, Endpoint::Native); }, check_key);
     svr.Post("/v2/inpaint-mask-maker",
-             [this](const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader) {
-               handle_mask(req, res, reader, Endpoint::Compatible, /*async=*/true);
-             });
+             [this](HttpRequest& req, HttpResponse& res) { handle_mask(req, res, Endpoint::Compatible, /*async=*/true); },
+             check_key);
     jobs_->install(svr);
-    svr.Get("/healthz", [](const httplib::Request&, httplib::Response& res) {
-      res.set_content(R"({"status":"ok"})", "application/json");
-    });
-    svr.Get("/readyz", [this](const httplib::Request&, httplib::Response& res) {
+    svr.Get("/healthz", [](HttpRequest&, HttpResponse& res) { res.set_content(R"({"status":"ok"})", "application/json"); },
+            /*inline_io=*/true);
+    svr.Get("/readyz", [this](HttpRequest&, HttpResponse& res) {
       std::string why;
       if (ready_ && keys_ && !keys_->reachable(why)) {  // a replica that cannot check keys takes no traffic
         res.set_header("Retry-After", "2");
@@ -269,49 +252,55 @@ class Service {
         set_json_error(res, 503, failed_ ? "models failed to load: " + load_error_ : "models are loading");
       }
     });
-    svr.Get("/metrics", [this](const httplib::Request&, httplib::Response& res) {
-      if (pipeline_) metrics_.sync_cache(pipeline_->cache_stats());
+    svr.Get("/metrics", [this](HttpRequest&, HttpResponse& res) {
+      // ready_ is set (release) after pipeline_ is assigned by the loader thread: read it first.
+      if (ready_.load()) metrics_.sync_cache(pipeline_->cache_stats());
       metrics_.active.Set(admission_.active());
       metrics_.queued.Set(admission_.waiting());
       prometheus::TextSerializer serializer;
       res.set_content(serializer.Serialize(metrics_.registry.Collect()), "text/plain; version=0.0.4");
-    });
-    svr.Get("/openapi.json", [](const httplib::Request&, httplib::Response& res) {
+    }, /*inline_io=*/true);
+    svr.Get("/openapi.json", [](HttpRequest&, HttpResponse& res) {
       const WebAsset* doc = web_asset_for("/openapi.json");
       if (doc) res.set_content(std::string(doc->data, doc->size), doc->content_type);
       else set_json_error(res, 404, "no OpenAPI document was built into this binary");
-    });
-    svr.Get(R"(/(|[A-Za-z0-9_\-]+\.(?:html|js|css|svg|png|ico)))", [](const httplib::Request& req, httplib::Response& res) {
+    }, /*inline_io=*/true);
+    svr.Get(R"(/(|[A-Za-z0-9_\-]+\.(?:html|js|css|svg|png|ico)))", [](HttpRequest& req, HttpResponse& res) {
       const WebAsset* asset = web_asset_for(req.path);
       if (!asset) return set_json_error(res, 404, "not found: " + req.path);
       res.set_header("Cache-Control", "no-cache");
+      // The page loads its script and style from files (no inline code): only this origin's, plus images
+      // the user points it at (a URL, a file as blob:, answers as data:).
+      if (std::string(asset->content_type).rfind("text/html", 0) == 0)
+        res.set_header("Content-Security-Policy",
+                       "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data: blob: http: https:; "
+                       "connect-src 'self'; object-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'");
       res.set_content(std::string(asset->data, asset->size), asset->content_type);
-    });
+    }, /*inline_io=*/true);
 
-    svr.set_error_handler(httplib::Server::HandlerWithResponse([this](const httplib::Request& req, httplib::Response& res) {
-      if (!res.body.empty()) return httplib::Server::HandlerResponse::Unhandled;
-      std::string message = default_message(res.status);
-      if (res.status == 413) message = body_limit_message();
-      if (res.status == 404) message = "not found: " + req.path + " (see /openapi.json for the API)";
-      set_json_error(res, res.status, message);
-      return httplib::Server::HandlerResponse::Handled;
-    }));
-    svr.set_exception_handler([](const httplib::Request&, httplib::Response& res, std::exception_ptr ep) {
+    svr.set_error_writer([this](HttpResponse& res, int status, const std::string& message) {
+      std::string m = message;
+      if (m.empty()) m = status == 413 ? body_limit_message() : default_message(status);
+      if (status == 503 || status == 429) res.set_header("Retry-After", "2");
+      set_json_error(res, status, m);
+    });
+    svr.set_exception_handler([](const HttpRequest& req, HttpResponse& res, std::exception_ptr ep) {
+      const std::string id = request_log(req).id;
       try {
         if (ep) std::rethrow_exception(ep);
       } catch (const std::exception& e) {
-        spdlog::error("request {}: unhandled exception: {}", t_log.id, e.what());
+        spdlog::error("request {}: unhandled exception: {}", id, e.what());
       } catch (...) {
-        spdlog::error("request {}: unhandled exception", t_log.id);
+        spdlog::error("request {}: unhandled exception", id);
       }
-      set_json_error(res, 500, "internal error (request id " + t_log.id + ")");
+      set_json_error(res, 500, "internal error (request id " + id + ")");
     });
-    svr.set_logger([this](const httplib::Request& req, const httplib::Response& res) { log_request(req, res); });
+    svr.set_logger([this](const HttpRequest& req, const HttpResponse& res) { log_request(req, res); });
   }
 
  private:
-  void log_request(const httplib::Request& req, const httplib::Response& res) {
-    const RequestLog& l = t_log;
+  void log_request(const HttpRequest& req, const HttpResponse& res) {
+    const RequestLog& l = request_log(req);
     std::string route = l.route.empty() ? req.path : l.route;
     if (std::string job_route = job_route_label(route); !job_route.empty()) route = job_route;
     else if (route != "/v1/inpaint-mask-maker" && route != "/v1/masks" && route != "/healthz" &&
@@ -319,6 +308,8 @@ class Service {
       route = web_asset_for(route) ? "web" : "other";  // bounded label set: unknown paths never become labels
     metrics_.requests.Add({{"route", route}, {"status", std::to_string(res.status)}}).Increment();
     double total_ms = l.times.total_ms() + l.fetch_ms;
+    // The path as sent (escaped): a decoded %0d%0a must not forge a log line.
+    const std::string shown = escape_for_log(req.target.empty() ? req.path : req.target);
     if (route.rfind("/v1/", 0) == 0 || route == "/v2/inpaint-mask-maker") {
       metrics_.latency.Add({{"route", route}}, Metrics::buckets()).Observe(total_ms / 1000.0);
       metrics_.observe_stage("fetch", l.fetch_ms);
@@ -331,84 +322,47 @@ class Service {
       spdlog::info("request id={} key={} {} {} status={} in={}B out={}B detections={} fetch_ms={:.1f} "
                    "decode_ms={:.1f} detect_ms={:.1f} encode_ms={:.1f} segment_ms={:.1f} post_ms={:.1f} "
                    "output_ms={:.1f}{}{}",
-                   l.id, l.key_id, req.method, req.path, res.status, std::max(l.in_bytes, req.body.size()), res.body.size(),
-                   l.detections, l.fetch_ms, l.times.decode_ms, l.times.detect_ms, l.times.encode_ms,
+                   l.id, l.key_id, escape_for_log(req.method), shown, res.status, std::max(l.in_bytes, req.body.size()),
+                   res.body.size(), l.detections, l.fetch_ms, l.times.decode_ms, l.times.detect_ms, l.times.encode_ms,
                    l.times.segment_ms, l.times.post_ms, l.times.output_ms, l.error.empty() ? "" : " error=",
-                   l.error.empty() ? "" : json(l.error).dump());
+                   l.error.empty() ? "" : json(l.error).dump(-1, ' ', false, json::error_handler_t::replace));
     } else if (res.status >= 400) {
-      spdlog::info("request id={} {} {} status={}", l.id, req.method, req.path, res.status);
+      spdlog::info("request id={} {} {} status={}", l.id.empty() ? "-" : l.id, escape_for_log(req.method), shown, res.status);
     }
   }
 
-  void fail(httplib::Response& res, const Error& e) {
+  void fail(HttpResponse& res, const Error& e) {
     int status = http_status(e.code());
     std::string message = e.what();
     if (status == 500) {
-      spdlog::error("request {}: {}", t_log.id, e.what());
-      message = "internal error (request id " + t_log.id + ")";
+      spdlog::error("request {}: {}", t_log->id, e.what());
+      message = "internal error (request id " + t_log->id + ")";
     }
     if (e.retry_after() > 0) res.set_header("Retry-After", std::to_string(e.retry_after()));
     else if (int s = retry_after_seconds(e.code())) res.set_header("Retry-After", std::to_string(s));
-    t_log.error = message;
+    t_log->error = message;
     set_json_error(res, status, message);
   }
 
-  // Reads the request body (decompressed, de-chunked) into `body`, or the parts of a multipart form into `parts`,
-  // stopping at --max-body-bytes. On failure the error answer is set and false returned.
-  bool read_body(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader,
-                 std::string& body, std::multimap<std::string, httplib::MultipartFormData>& parts) {
-    const size_t limit = config_.max_body_bytes;
-    size_t total = 0;
-    bool too_large = false;
-    // Past the limit the rest is read and dropped (up to another limit's worth, at least 1 MiB, at most 16 MiB),
-    // so that the client, still sending, gets its 413 instead of a reset connection.
-    const size_t drain_until = limit + std::clamp<size_t>(limit, size_t(1) << 20, size_t(16) << 20);
-    auto count = [&](size_t n) {
-      total += n;
-      if (total > limit) too_large = true;
-      return total <= drain_until;
-    };
-    bool ok;
-    if (req.is_multipart_form_data()) {
-      std::vector<httplib::MultipartFormData> items;
-      ok = reader(
-          [&](const httplib::MultipartFormData& item) {
-            items.push_back(item);
-            return true;
-          },
-          [&](const char* data, size_t n) {
-            if (items.empty() || !count(n)) return false;
-            if (!too_large) items.back().content.append(data, n);
-            return true;
-          });
-      for (auto& item : items) parts.emplace(item.name, std::move(item));
-    } else {
-      ok = reader([&](const char* data, size_t n) {
-        if (!count(n)) return false;
-        if (!too_large) body.append(data, n);
-        return true;
-      });
-    }
-    t_log.in_bytes = total;
-    if (ok && !too_large) return true;
-    res.set_header("Connection", "close");  // what was not read is still on the connection
-    if (too_large || res.status == 413) fail(res, Error(ErrorCode::PayloadTooLarge, body_limit_message()));
-    else fail(res, Error(ErrorCode::InvalidArgument, "the request body could not be read (truncated, or a bad "
-                                                     "chunked or Content-Encoding framing)"));
-    return false;
+  // The caller's key for `path` (MaskService::authorise: 401, 403, 429 with Retry-After, 406).
+  std::optional<KeyRecord> authorise(const HttpRequest& req, const std::string& path) {
+    auto record = masks_->authorise(req.get_header_value("x-api-key"), path);
+    if (record) t_log->key_id = std::to_string(record->id);
+    return record;
   }
+
 
   std::string body_limit_message() const {
     return "request body is larger than the server's limit of " + std::to_string(config_.max_body_bytes) + " bytes";
   }
 
   // async: POST /v2/inpaint-mask-maker, checked as the /v1 endpoint, then queued as a job (jobs.hpp).
-  void handle_mask(const httplib::Request& req, httplib::Response& res, const httplib::ContentReader& reader,
-                   Endpoint endpoint, bool async = false) {
+  void handle_mask(HttpRequest& req, HttpResponse& res, Endpoint endpoint, bool async = false) {
     const auto received = Clock::now();
-    std::string body;
-    std::multimap<std::string, httplib::MultipartFormData> parts;
-    if (!read_body(req, res, reader, body, parts)) return;
+    t_log = &request_log(req);
+    t_log->in_bytes = req.body.size();
+    const std::optional<KeyRecord>& key = t_log->key;
+    std::multimap<std::string, FormPart> parts;
     try {
       if (!ready_) throw Error(ErrorCode::NotReady, failed_ ? "models failed to load; see the server log" : "the server is starting: models are loading");
       std::string content_type = req.get_header_value("Content-Type");
@@ -417,16 +371,20 @@ class Service {
       bool is_json = ct_lower.rfind("application/json", 0) == 0 || ct_lower.find("+json") != std::string::npos;
       bool is_multipart = ct_lower.rfind("multipart/form-data", 0) == 0;
       if (!is_json && !is_multipart) {
-        res.status = 415;
-        res.set_content(json{{"error", "Content-Type must be application/json or multipart/form-data, not '" +
-                                           (content_type.empty() ? std::string("(none)") : content_type) + "'"}}.dump(),
-                        "application/json");
+        set_json_error(res, 415, "Content-Type must be application/json or multipart/form-data, not '" +
+                                     (content_type.empty() ? std::string("(none)") : content_type) + "'");
         return;
       }
-      auto key = masks_->authorise(req.get_header_value("x-api-key"), req.path);
-      if (key) t_log.key_id = std::to_string(key->id);
       const Endpoint parsed_as = async ? Endpoint::Jobs : endpoint;
-      MaskRequest request = is_multipart ? parse_form(parts, parsed_as) : parse_mask_request(std::string_view(body), parsed_as);
+      MaskRequest request;
+      if (is_multipart) {
+        parts = parse_multipart(req.body, content_type, multipart_limits_);
+        std::vector<uint8_t> upload;
+        std::vector<FormField> fields = form_fields(parts, upload);
+        request = parse_mask_form(fields, std::move(upload), parsed_as);
+      } else {
+        request = parse_mask_request(std::string_view(req.body), parsed_as);
+      }
       if (async) {
         jobs_->submit(req, res, std::move(request), key ? std::optional<int64_t>(key->id) : std::nullopt);
         return;
@@ -434,9 +392,9 @@ class Service {
       MaskAnswer answer = masks_->run(std::move(request), key,
                                       AdmitPolicy{received + std::chrono::milliseconds(config_.request_timeout_ms),
                                                   config_.request_timeout_ms});
-      t_log.times = answer.result.times;
-      t_log.fetch_ms = answer.fetch_ms;
-      t_log.detections = answer.detections;
+      t_log->times = answer.result.times;
+      t_log->fetch_ms = answer.fetch_ms;
+      t_log->detections = answer.detections;
       if (answer.charged) {
         res.set_header("x-credits-consumed", "1");
         res.set_header("x-remaining-credits", answer.remaining_credits ? std::to_string(*answer.remaining_credits)
@@ -466,6 +424,7 @@ class Service {
   }
 
   ServerConfig config_;
+  MultipartLimits multipart_limits_{config_.max_multipart_parts, 2048};
   Admission admission_;
   std::unique_ptr<KeyStore> keys_;
   std::unique_ptr<MaskService> masks_;
@@ -488,35 +447,34 @@ int run_server(const ServerConfig& config) {
   std::signal(SIGPIPE, SIG_IGN);
 
   Service service(config);
-  httplib::Server svr;
-  svr.set_tcp_nodelay(true);  // cpp-httplib leaves it off: tens of ms per keep-alive request otherwise
-  svr.set_payload_max_length(config.max_body_bytes);
-  svr.set_read_timeout(30, 0);
-  svr.set_write_timeout(30, 0);
-  svr.set_keep_alive_timeout(5);
-  // SO_REUSEADDR only: cpp-httplib's default also sets SO_REUSEPORT, with which a second server on the same port
-  // starts without an error and the kernel shares the connections between the two processes.
-  svr.set_socket_options([](socket_t sock) {
-    int yes = 1;
-    setsockopt(sock, SOL_SOCKET, SO_REUSEADDR, &yes, sizeof yes);
-  });
-  const size_t workers = size_t(config.max_concurrent + config.queue_length + 8);
-  svr.new_task_queue = [workers] { return new httplib::ThreadPool(workers); };
+  HttpLimits limits;
+  limits.max_body_bytes = config.max_body_bytes;
+  limits.max_header_bytes = config.max_header_bytes;
+  limits.max_header_count = config.max_header_count;
+  limits.max_connections = config.max_connections;
+  limits.max_connections_per_client = config.max_connections_per_client;
+  limits.head_timeout = std::chrono::milliseconds(config.head_timeout_ms);
+  limits.body_read_timeout = std::chrono::milliseconds(config.body_read_timeout_ms);
+  limits.keep_alive_timeout = std::chrono::milliseconds(config.keep_alive_timeout_ms);
+  limits.io_threads = 2;
+  // Handlers block (admission queue, URL fetches, the keys database): one thread per request that can be held.
+  limits.worker_threads = config.max_concurrent + config.queue_length + 8;
+  HttpServer svr(limits);
+  svr.set_default_headers({{"X-Content-Type-Options", "nosniff"},
+                           {"X-Frame-Options", "DENY"},
+                           {"Content-Security-Policy", "frame-ancestors 'none'"},
+                           {"Referrer-Policy", "no-referrer"},
+                           {"Cache-Control", "no-store"}});
   service.install(svr);
 
-  if (!svr.bind_to_port(config.host, config.port)) {
+  if (!svr.bind(config.host, config.port)) {
     spdlog::critical("cannot listen on {}:{} (address in use or not available)", config.host, config.port);
     return 1;
   }
   spdlog::info("maskmaker {} listening on http://{}:{}", version(), config.host, config.port);
 
   std::atomic<bool> listen_done{false};
-  // cpp-httplib's stop() does nothing before listen has started (a pack that fails to load fails in
-  // microseconds, a signal may come as early): wait until it runs, or has returned, then stop it.
-  auto stop_server = [&] {
-    while (!svr.is_running() && !listen_done.load()) std::this_thread::sleep_for(std::chrono::milliseconds(1));
-    svr.stop();
-  };
+  auto stop_server = [&] { svr.stop(); };  // also fine before run()
   std::atomic<bool> stopping{false};
   std::thread signal_thread([&] {
     int sig = 0;
@@ -534,7 +492,7 @@ int run_server(const ServerConfig& config) {
     }
   });
 
-  svr.listen_after_bind();  // returns once stopped and every worker has finished its request
+  svr.run();  // returns once stopped and every connection has had its answer
   listen_done.store(true);
   loader.join();
   pthread_kill(signal_thread.native_handle(), SIGTERM);  // wake the signal thread if it still waits

@@ -23,6 +23,15 @@ struct ServerConfig {
   double rate_burst = 10;
   bool allow_private_urls = false;
   std::string public_url;           // for absolute URLs in answers; default from Host
+  // The HTTP front end's limits (http_server.hpp)
+  size_t max_header_bytes = 16 * 1024;        // request line + headers; 431 above
+  size_t max_header_count = 100;              // 431 above
+  size_t max_connections = 512;               // open connections; 503 and close above
+  size_t max_connections_per_client = 64;     // per client address; 0 = no cap
+  long head_timeout_ms = 10000;               // the whole request head; 408 after
+  long body_read_timeout_ms = 30000;          // each read of the body; 408 after
+  long keep_alive_timeout_ms = 5000;          // idle keep-alive connections are closed after this
+  size_t max_multipart_parts = 64;            // parts of a multipart/form-data body; 400 above
   // Asynchronous jobs (/v2, src/server/jobs.hpp)
   std::string jobs_db;              // empty: beside a SQLite keys_db ("keys.db" -> "keys-jobs.db"), else private_state_dir()
   int jobs_queue_length = 1000;     // jobs waiting; beyond -> 503

@@ -30,6 +30,7 @@ let context = null;     // persistent Chromium context (fresh user-data-dir)
 let page = null;
 let userDataDir = '';
 const outside = [];   // requests the page made to anywhere but the server
+const cspViolations = [];  // what the page's Content-Security-Policy blocked (console errors)
 
 function freePort() {
   return new Promise((resolve, reject) => {
@@ -97,6 +98,9 @@ before(async () => {
       '--disable-component-update', '--disable-sync'],
   });
   page = context.pages()[0] || await context.newPage();
+  page.on('console', (msg) => {
+    if (msg.type() === 'error' && /Content Security Policy/i.test(msg.text())) cspViolations.push(msg.text());
+  });
   // Nothing may come from outside the server (but the image URL a test types in, which the preview shows).
   page.on('request', (req) => {
     const u = req.url();
@@ -312,4 +316,15 @@ test('an API key is kept in localStorage and a 401 is shown beside the key field
 
 test('the page fetched nothing from outside the server', () => {
   assert.deepEqual(outside, []);
+});
+
+test('the page works under its Content-Security-Policy: the header is sent and nothing was blocked', async () => {
+  const res = await fetch(`${base}/`);
+  const csp = res.headers.get('content-security-policy') || '';
+  assert.match(csp, /default-src 'self'/);
+  assert.match(csp, /script-src 'self'/);
+  assert.match(csp, /frame-ancestors 'none'/);
+  assert.equal(res.headers.get('x-frame-options'), 'DENY');
+  assert.equal(res.headers.get('x-content-type-options'), 'nosniff');
+  assert.deepEqual(cspViolations, []);
 });
