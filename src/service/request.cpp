@@ -201,12 +201,19 @@ MaskRequest parse_mask_form(const std::vector<FormField>& fields, std::vector<ui
     json value = f.value;
     const bool scalar = spec->type == ParamType::Boolean || spec->type == ParamType::Number ||
                         spec->type == ParamType::Integer;
-    const bool list = spec->type == ParamType::Phrases && !f.value.empty() && f.value.front() == '[';
-    if (list && json_nesting_depth(f.value) > 1)
-      throw Error(ErrorCode::InvalidArgument, f.name + " " + param_rule(*spec), f.name);
-    if (scalar || list) {
+    const size_t start = f.value.find_first_not_of(" \t\r\n");
+    const bool list = spec->type == ParamType::Phrases && start != std::string::npos && f.value[start] == '[';
+    if (list) {  // a JSON list of strings, bounded as a JSON body is
+      if (json_nesting_depth(f.value) > kMaxJsonDepth)
+        throw Error(ErrorCode::InvalidArgument, f.name + " is nested deeper than " + std::to_string(kMaxJsonDepth) +
+                                                    " levels", f.name);
       json parsed = json::parse(f.value, nullptr, /*allow_exceptions=*/false);
-      if (!parsed.is_discarded() && (scalar ? parsed.is_primitive() : parsed.is_array())) value = std::move(parsed);
+      if (parsed.is_discarded() || !parsed.is_array())
+        throw Error(ErrorCode::InvalidArgument, f.name + " " + param_rule(*spec), f.name);
+      value = std::move(parsed);
+    } else if (scalar) {
+      json parsed = json::parse(f.value, nullptr, /*allow_exceptions=*/false);
+      if (!parsed.is_discarded() && parsed.is_primitive()) value = std::move(parsed);
     }
     body[f.name] = std::move(value);
   }

@@ -39,11 +39,12 @@ TEST(Multipart, ParsesFieldsAndAFile) {
   EXPECT_EQ(parts.find("image")->second.filename, "a.png");
   EXPECT_EQ(parts.find("image")->second.content, "\x89PNG\r\n");
   std::vector<uint8_t> image;
-  nlohmann::json fields = form_fields(parts, image);
-  EXPECT_EQ(fields["prompt"], "a dog");
-  EXPECT_EQ(fields["grow_mask"], 3);
-  EXPECT_EQ(fields["image"], "uploaded");
+  auto fields = form_fields(parts, image);
   EXPECT_EQ(image.size(), 6u);
+  auto request = service::parse_mask_form(fields, image, service::Endpoint::Native);
+  EXPECT_EQ(request.prompt, "a dog");
+  EXPECT_EQ(request.params.grow_mask, 3);
+  EXPECT_EQ(request.upload.size(), 6u);
 }
 
 TEST(Multipart, BoundsAndRefusals) {
@@ -67,7 +68,9 @@ TEST(Multipart, FormFieldsCheckTextAndNesting) {
   std::vector<uint8_t> image;
   auto fields_of = [&](const std::string& name, const std::string& value) -> std::string {
     try {
-      form_fields(parse_multipart(part(name, value) + "--XyZ--\r\n", kType, {}), image);
+      auto fields = form_fields(parse_multipart(part(name, value) + "--XyZ--\r\n", kType, {}), image);
+      if (name != "image") fields.push_back({"image", "aGk="});
+      service::parse_mask_form(fields, {}, service::Endpoint::Native);
     } catch (const Error& e) {
       return e.what();
     }
@@ -75,12 +78,15 @@ TEST(Multipart, FormFieldsCheckTextAndNesting) {
   };
   EXPECT_EQ(fields_of("prompt", "caf\xe9"), "prompt is not valid UTF-8 text");
   EXPECT_EQ(fields_of("phrases", std::string(40, '[') + std::string(40, ']')), "phrases is nested deeper than 32 levels");
-  EXPECT_EQ(fields_of("phrases", "[\"dog\""), "phrases must be a string or a JSON list of strings");
+  EXPECT_EQ(fields_of("phrases", "[\"dog\""), "phrases must be a string or a list of strings");
   EXPECT_EQ(fields_of("prompt", "[[[]]]"), "");  // a scalar field is text, never parsed as JSON
   auto parts = parse_multipart(part("phrases", "[\"dog\", \"cat\"]") + part("prompt", "[1]") + "--XyZ--\r\n", kType, {});
-  nlohmann::json fields = form_fields(parts, image);
-  EXPECT_EQ(fields["phrases"], nlohmann::json::array({"dog", "cat"}));
-  EXPECT_EQ(fields["prompt"], "[1]");
+  auto fields = form_fields(parts, image);
+  fields.push_back({"image", "aGk="});
+  auto request = service::parse_mask_form(fields, {}, service::Endpoint::Native);
+  EXPECT_EQ(request.prompt, "dog, cat");  // phrases win over prompt
+  fields = {{"prompt", "[1]"}, {"image", "aGk="}};
+  EXPECT_EQ(service::parse_mask_form(fields, {}, service::Endpoint::Native).prompt, "[1]");
 }
 
 TEST(HttpText, Utf8AndLogEscaping) {
