@@ -12,11 +12,8 @@ namespace maskmaker {
 namespace {
 
 // He et al.'s guided filter with a grey guide (box filters only; ximgproc's version would pull opencv_contrib
-// into the runtime image): `src` follows the guide's edges within `radius`.
-cv::Mat guided_filter(const cv::Mat& bgr, const cv::Mat& src, int radius, double eps) {
-  cv::Mat grey, I;
-  cv::cvtColor(bgr, grey, cv::COLOR_BGR2GRAY);
-  grey.convertTo(I, CV_32F, 1.0 / 255.0);
+// into the runtime image): `src` follows the guide's edges within `radius`. Both are CV_32F of one size.
+cv::Mat guided_filter(const cv::Mat& I, const cv::Mat& src, int radius, double eps) {
   const cv::Size k(2 * radius + 1, 2 * radius + 1);
   auto box = [&](const cv::Mat& m) {
     cv::Mat r;
@@ -30,6 +27,10 @@ cv::Mat guided_filter(const cv::Mat& bgr, const cv::Mat& src, int radius, double
   cv::Mat b = mean_p - a.mul(mean_I);
   return box(a).mul(I) + box(b);
 }
+
+// Refinement runs at no more than this many pixels on the photo's long side; only the final bilinear upsampling
+// and threshold run at full size, so a 12 MP photo costs about what a 1 MP one does.
+constexpr int kWorkSide = 1024;
 
 }  // namespace
 
@@ -120,27 +121,37 @@ RegionMask RegionSegmenter::mask(const RegionMap& map, const std::vector<int>& c
   const float share = float(cv::mean(soft)[0]);
   if (out.agreement < options_.min_agreement || share < options_.min_area) return out;
 
+  const double f = std::min(1.0, double(kWorkSide) / std::max(map.original.width, map.original.height));
+  const cv::Size work(std::max(1, int(std::lround(map.original.width * f))),
+                      std::max(1, int(std::lround(map.original.height * f))));
   cv::Mat up;
-  cv::resize(soft, up, map.original, 0, 0, cv::INTER_LINEAR);
+  cv::resize(soft, up, work, 0, 0, cv::INTER_LINEAR);
   if (options_.guided_radius > 0.f && bgr.size() == map.original) {
     // Edges follow the photo: the map is side x side, the photo often several times larger.
-    const float cell = std::max(float(map.original.width), float(map.original.height)) / float(side_);
+    cv::Mat grey, I;
+    cv::cvtColor(bgr, grey, cv::COLOR_BGR2GRAY);
+    if (work != grey.size()) cv::resize(grey, grey, work, 0, 0, cv::INTER_AREA);
+    grey.convertTo(I, CV_32F, 1.0 / 255.0);
+    const float cell = float(std::max(work.width, work.height)) / float(side_);
     const int radius = std::max(1, int(std::lround(options_.guided_radius * cell)));
-    up = guided_filter(bgr, up, radius, options_.guided_eps);
+    up = guided_filter(I, up, radius, options_.guided_eps);
   }
-  out.mask = up > 0.5f;
   if (options_.min_component > 0.f) {
+    // Specks: parts under min_component of the photo are cleared before the final upsampling.
     cv::Mat labels, stats, centroids;
-    int n = cv::connectedComponentsWithStats(out.mask, labels, stats, centroids, 8, CV_32S);
-    const double min_px = options_.min_component * double(out.mask.total());
+    cv::Mat binary = up > 0.5f;
+    int n = cv::connectedComponentsWithStats(binary, labels, stats, centroids, 8, CV_32S);
+    const double min_px = options_.min_component * double(binary.total());
     std::vector<uint8_t> keep(size_t(std::max(n, 1)), 0);
     for (int i = 1; i < n; ++i) keep[size_t(i)] = stats.at<int>(i, cv::CC_STAT_AREA) >= min_px;
-    for (int y = 0; y < out.mask.rows; ++y) {
-      uint8_t* m = out.mask.ptr<uint8_t>(y);
+    for (int y = 0; y < up.rows; ++y) {
+      float* m = up.ptr<float>(y);
       const int* l = labels.ptr<int>(y);
-      for (int x = 0; x < out.mask.cols; ++x) if (m[x] && !keep[size_t(l[x])]) m[x] = 0;
+      for (int x = 0; x < up.cols; ++x) if (l[x] > 0 && !keep[size_t(l[x])]) m[x] = 0.f;
     }
   }
+  if (work != map.original) cv::resize(up, up, map.original, 0, 0, cv::INTER_LINEAR);
+  out.mask = up > 0.5f;
   out.area_share = float(cv::countNonZero(out.mask)) / float(std::max<size_t>(1, out.mask.total()));
   return out;
 }
