@@ -207,8 +207,11 @@ class PipelineImpl final : public Pipeline {
       }
       result.times.encode_ms += ms_since(t);
       t = Clock::now();
+      // max_detections bounds every positive instance, objects (capped above) and regions alike.
+      size_t positives = size_t(std::count_if(kept.begin(), kept.end(), [&](const Candidate& c) { return c.phrase < n_positive; }));
       for (size_t q = 0; q < queries.size(); ++q) {
         if (region_class[q] < 0) continue;
+        if (q < n_positive && positives >= size_t(params.max_detections)) continue;
         RegionMask rm = pack_.regions->mask(*map, RegionSegmenter::expand(region_class[q]), bgr);
         Instance inst;
         inst.phrase = q < n_positive ? result.phrases[q] : queries[q];
@@ -220,6 +223,7 @@ class PipelineImpl final : public Pipeline {
         cv::Rect r = cv::boundingRect(inst.mask);
         inst.box = Box{float(r.x), float(r.y), float(r.x + r.width), float(r.y + r.height)};
         inst.negative = q >= n_positive;
+        positives += !inst.negative;
         (inst.negative ? region_negatives : region_positives).push_back(std::move(inst));
       }
       result.times.segment_ms += ms_since(t);

@@ -335,3 +335,15 @@ TEST(Regions, ObjectsAndRegionsInOnePromptAndNegativeRegions) {
   EXPECT_EQ(cv::countNonZero(cut.mask & floor), 0);
   EXPECT_EQ(cv::countNonZero(cut.mask), cv::countNonZero(all.mask & ~floor));
 }
+
+TEST(Regions, MaxDetectionsBoundsRegionsToo) {
+  MaskParams p = eval_params();
+  p.max_detections = 1;
+  MaskResult r = pipeline().run(image("darknet_dog_bicycle_truck.jpg"), "dog, floor", p);
+  ASSERT_EQ(r.instances.size(), 1u);
+  EXPECT_EQ(r.instances[0].label, "dog");
+  p.max_detections = 0;
+  r = pipeline().run(image("darknet_dog_bicycle_truck.jpg"), "floor", p);
+  EXPECT_TRUE(r.instances.empty());
+  EXPECT_EQ(cv::countNonZero(r.mask), 0);
+}
