@@ -198,8 +198,12 @@ mask_enc = {"oneOf": [ref("schemas", "RLE"),
 instance = {"type": "object", "required": ["phrase", "label", "score", "box", "area"], "additionalProperties": False,
             "properties": {
   "phrase": {"type": "string", "description": "The prompt (or negative_prompt) phrase this instance answers"},
-  "label": {"type": "string", "description": "What the detector called it (a class name for closed-set packs)"},
-  "score": {"type": "number", "minimum": 0, "maximum": 1},
+  "label": {"type": "string", "description": "What the detector called it (a class name for closed-set packs), or "
+                                            "for a region (sky, wall, floor...: packs with a region stage) the "
+                                            "region class"},
+  "score": {"type": "number", "minimum": 0, "maximum": 1,
+            "description": "An object's detection confidence; a region's agreement: the IoU of the region in two "
+                           "runs of the region segmenter (the photo and its mirror image), kept only when >= 0.3"},
   "box": {"type": "array", "items": {"type": "number"}, "minItems": 4, "maxItems": 4,
           "description": "[x1, y1, x2, y2] in pixels of the (EXIF-oriented) original image"},
   "area": {"type": "integer", "minimum": 0, "description": "Pixels in the instance's mask (before grow)"},
@@ -214,7 +218,7 @@ native_resp = {"type": "object", "additionalProperties": False,
   "width": {"type": "integer", "minimum": 1}, "height": {"type": "integer", "minimum": 1},
   "phrases": {"type": "array", "items": {"type": "string"}, "description": "The parsed phrases"},
   "unmatched": {"type": "array", "items": {"type": "string"},
-                "description": "Phrases the detector cannot look for (closed-set packs)"},
+                "description": "Phrases neither the detector nor the region stage can look for (closed-set packs)"},
   "detections": {"type": "integer", "minimum": 0, "description": "len(instances)"},
   "instances": {"type": "array", "items": ref("schemas", "Instance"), "description": "Kept instances, best first"},
   "negative_instances": {"type": "array", "items": ref("schemas", "Instance"),

@@ -86,6 +86,20 @@ ModelPack load_model_pack(const std::string& dir, const rt::SessionConfig& confi
   std::string decoder = file_entry(seg.value("decoder", nlohmann::json()), pack.dir, verify, "segmenter.decoder");
   pack.segmenter = std::make_unique<SamSegmenter>(encoder, decoder, config);
   pack.segmenter->set_roi_margin(seg.value("roi_margin", 0.1f));
+  if (pack.manifest.contains("regions")) {
+    // {"kind": "semantic", "path", "sha256", optional "min_agreement", "min_area", "guided_radius", "guided_eps",
+    //  "min_component"}: see segment/regions.hpp.
+    const auto& reg = pack.manifest["regions"];
+    if (std::string kind = reg.value("kind", std::string("semantic")); kind != "semantic")
+      throw Error(ErrorCode::ModelError, "pack.json in " + dir + ": unknown regions kind '" + kind + "' (expected semantic)");
+    RegionOptions ro;
+    ro.min_agreement = reg.value("min_agreement", ro.min_agreement);
+    ro.min_area = reg.value("min_area", ro.min_area);
+    ro.guided_radius = reg.value("guided_radius", ro.guided_radius);
+    ro.guided_eps = reg.value("guided_eps", ro.guided_eps);
+    ro.min_component = reg.value("min_component", ro.min_component);
+    pack.regions = std::make_unique<RegionSegmenter>(file_entry(reg, pack.dir, verify, "regions"), config, ro);
+  }
   return pack;
 }
 

@@ -1,5 +1,5 @@
-// A model pack: a folder with pack.json naming the detector, the segmenter and (for open-vocabulary packs)
-// the text encoder, each with its path (relative to the folder) and sha256.
+// A model pack: a folder with pack.json naming the detector, the segmenter, optionally the region segmenter and
+// (for open-vocabulary packs) the text encoder, each with its path (relative to the folder) and sha256.
 #pragma once
 
 #include <memory>
@@ -8,6 +8,7 @@
 #include <nlohmann/json.hpp>
 
 #include "detect/detector.hpp"
+#include "segment/regions.hpp"
 #include "segment/sam.hpp"
 
 namespace maskmaker {
@@ -18,6 +19,7 @@ struct ModelPack {
   nlohmann::json manifest;
   std::unique_ptr<Detector> detector;
   std::unique_ptr<SamSegmenter> segmenter;
+  std::unique_ptr<RegionSegmenter> regions;  // optional ("regions" in pack.json): sky, wall, floor...
 };
 
 // Reads DIR/pack.json, checks every file's checksum and loads the sessions. Throws Error(ModelError).

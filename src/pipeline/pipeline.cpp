@@ -16,6 +16,7 @@
 #include "pipeline/colour.hpp"
 #include "runtime/lru_cache.hpp"
 #include "pipeline/model_pack.hpp"
+#include "text/phrase_matcher.hpp"
 
 namespace fs = std::filesystem;
 
@@ -76,12 +77,32 @@ cv::Mat remove_specks(cv::Mat mask, const Box& box) {
   return mask;
 }
 
+// Region classes a phrase may name. The ones that are also COCO objects (person, car, chair, table, bed, sofa,
+// armchair) are left out: the detector + segmenter path answers them with instances, and on the dev set it
+// does better (docs/accuracy.md, "Regions").
+std::vector<std::string> region_vocabulary() {
+  std::vector<std::string> names = RegionSegmenter::class_names();
+  for (auto& n : names) {
+    if (n == "other" || n == "person" || n == "car" || n == "chair" || n == "table" || n == "bed" || n == "sofa" ||
+        n == "armchair")
+      n.clear();
+  }
+  return names;
+}
+
 class PipelineImpl final : public Pipeline {
  public:
   PipelineImpl(ModelPack pack, const PipelineOptions& options)
       : pack_(std::move(pack)),
         embeddings_(options.image_cache_entries),
-        masks_(options.image_cache_entries == 0 ? 0 : kMaskCacheBytes) {}
+        masks_(options.image_cache_entries == 0 ? 0 : kMaskCacheBytes),
+        region_maps_(options.image_cache_entries == 0 ? 0 : options.image_cache_entries * kRegionMapBytes) {
+    if (pack_.regions) {
+      region_matcher_ = std::make_unique<PhraseMatcher>(region_vocabulary(), Vocabulary::Regions);
+      if (auto labels = pack_.detector->labels(); !labels.empty())
+        object_matcher_ = std::make_unique<PhraseMatcher>(std::move(labels));
+    }
+  }
 
   MaskResult run(const cv::Mat& bgr, std::string_view prompt, const MaskParams& params,
                  std::string_view cache_scope) override {
@@ -102,12 +123,31 @@ class PipelineImpl final : public Pipeline {
       if (!n.empty()) queries.push_back(n);
     }
 
+    // Phrases naming a region (sky, wall...) go to the region segmenter, the others to the detector.
+    std::vector<int> region_class(queries.size(), -1);
+    std::vector<std::string> object_queries;
+    std::vector<size_t> object_index;  // object_queries[i] is queries[object_index[i]]
+    for (size_t q = 0; q < queries.size(); ++q) {
+      region_class[q] = region_for(queries[q]);
+      if (region_class[q] >= 0) continue;
+      object_queries.push_back(queries[q]);
+      object_index.push_back(q);
+    }
+
     // Detect, then NMS per phrase.
     auto t = Clock::now();
     // One content key (SHA-256 of the pixels and the caller's scope) keys every per-image cache: the detector's
-    // boxes, the segmenter's embedding and the instance masks.
+    // boxes, the segmenter's embedding, the region map and the instance masks.
     const ContentKey key = content_key(bgr, cache_scope);
-    DetectorOutput det = pack_.detector->detect(bgr, queries, params.confidence_thresh, key);
+    DetectorOutput det;
+    if (!object_queries.empty()) det = pack_.detector->detect(bgr, object_queries, params.confidence_thresh, key);
+    for (auto& c : det.candidates) c.phrase = object_index[c.phrase];
+    {
+      std::vector<std::string> hints(queries.size());
+      for (size_t i = 0; i < det.colour_hints.size() && i < object_index.size(); ++i)
+        hints[object_index[i]] = std::move(det.colour_hints[i]);
+      det.colour_hints = std::move(hints);
+    }
     for (const auto& u : det.unmatched) {
       if (std::find(result.phrases.begin(), result.phrases.end(), u) != result.phrases.end())
         result.unmatched.push_back(u);
@@ -140,6 +180,40 @@ class PipelineImpl final : public Pipeline {
     result.times.detect_ms = ms_since(t);
 
     cv::Mat union_mask = cv::Mat::zeros(bgr.size(), CV_8UC1);
+    std::vector<Instance> region_positives, region_negatives;
+    if (std::any_of(region_class.begin(), region_class.end(), [](int c) { return c >= 0; })) {
+      t = Clock::now();
+      std::shared_ptr<const RegionMap> map;
+      if (auto cached = region_maps_.get(key)) {
+        map = *cached;
+        result.image_cache_hit = true;
+      } else {
+        map = pack_.regions->run(bgr);
+        region_maps_.put(key, map, map->bytes());
+      }
+      result.times.encode_ms += ms_since(t);
+      t = Clock::now();
+      // max_detections bounds every positive instance, objects (capped above) and regions alike.
+      size_t positives = size_t(std::count_if(kept.begin(), kept.end(), [&](const Candidate& c) { return c.phrase < n_positive; }));
+      for (size_t q = 0; q < queries.size(); ++q) {
+        if (region_class[q] < 0) continue;
+        if (q < n_positive && positives >= size_t(params.max_detections)) continue;
+        RegionMask rm = pack_.regions->mask(*map, RegionSegmenter::expand(region_class[q]), bgr);
+        Instance inst;
+        inst.phrase = q < n_positive ? result.phrases[q] : queries[q];
+        inst.label = RegionSegmenter::class_names()[size_t(region_class[q])];
+        inst.score = rm.agreement;
+        inst.mask = std::move(rm.mask);
+        inst.area = cv::countNonZero(inst.mask);
+        if (inst.area == 0) continue;  // the region is not in the photo
+        cv::Rect r = cv::boundingRect(inst.mask);
+        inst.box = Box{float(r.x), float(r.y), float(r.x + r.width), float(r.y + r.height)};
+        inst.negative = q >= n_positive;
+        positives += !inst.negative;
+        (inst.negative ? region_negatives : region_positives).push_back(std::move(inst));
+      }
+      result.times.segment_ms += ms_since(t);
+    }
     if (!kept.empty()) {
       t = Clock::now();
       // Masks already made for these boxes on these pixels; the embedding is needed only for the others.
@@ -159,7 +233,7 @@ class PipelineImpl final : public Pipeline {
         embedding = pack_.segmenter->encode(bgr);
         embeddings_.put(key, embedding);
       }
-      result.times.encode_ms = ms_since(t);
+      result.times.encode_ms += ms_since(t);
 
       t = Clock::now();
       std::vector<Instance> positives, negatives;
@@ -184,15 +258,21 @@ class PipelineImpl final : public Pipeline {
         inst.negative = c.phrase >= n_positive;
         (inst.negative ? negatives : positives).push_back(std::move(inst));
       }
-      result.times.segment_ms = ms_since(t);
+      result.times.segment_ms += ms_since(t);
 
       t = Clock::now();
       apply_colour_hints(bgr, det.colour_hints, result.phrases, positives);
-      for (const auto& inst : positives) cv::bitwise_or(union_mask, inst.mask, union_mask);
       result.instances = std::move(positives);
+      result.instances.insert(result.instances.end(), std::make_move_iterator(region_positives.begin()),
+                              std::make_move_iterator(region_positives.end()));
       for (auto& n : negatives) result.instances.push_back(std::move(n));
     } else {
       t = Clock::now();
+      result.instances = std::move(region_positives);
+    }
+    for (auto& n : region_negatives) result.instances.push_back(std::move(n));
+    for (const auto& inst : result.instances) {
+      if (!inst.negative) cv::bitwise_or(union_mask, inst.mask, union_mask);
     }
     cv::Mat mask = grow_mask(union_mask, params.grow_mask);
     // Negatives are cut after growing, so that the grown border cannot bring them back.
@@ -249,12 +329,29 @@ class PipelineImpl final : public Pipeline {
   }
   static constexpr float kMinColourShare = 0.15f;
 
+  // The region class a phrase names, or -1 when the object path answers it: a phrase whose head noun is a
+  // region ("brick wall") goes to the regions, one whose head noun is an object ("wall clock") or that names
+  // both equally ("plant") to the detector.
+  int region_for(const std::string& phrase) const {
+    if (!region_matcher_) return -1;
+    PhraseMatch region = region_matcher_->match(phrase);
+    if (region.class_id < 0) return -1;
+    if (object_matcher_) {
+      PhraseMatch object = object_matcher_->match(phrase);
+      if (object.class_id >= 0 && object.rank >= region.rank) return -1;
+    }
+    return region.class_id;
+  }
+
   static MaskKey mask_key(const ContentKey& image, const Box& box) { return {image, {box.x1, box.y1, box.x2, box.y2}}; }
   static constexpr size_t kMaskCacheBytes = size_t(64) << 20;  // instance masks, cropped to their bounding box
 
   ModelPack pack_;
   LruCache<ContentKey, std::shared_ptr<const ImageEmbedding>, ContentKeyHash> embeddings_;
   LruCache<MaskKey, std::shared_ptr<const CachedMask>, MaskKeyHash> masks_;
+  static constexpr size_t kRegionMapBytes = size_t(2) * 512 * 512 + 64;  // two class maps per photo
+  LruCache<ContentKey, std::shared_ptr<const RegionMap>, ContentKeyHash> region_maps_;
+  std::unique_ptr<PhraseMatcher> region_matcher_, object_matcher_;
 };
 
 }  // namespace

@@ -69,6 +69,29 @@ const std::pair<const char*, const char*> kSynonyms[] = {
     {"cub", "bear"}, {"polar bear", "bear"}, {"grizzly", "bear"},
 };
 
+// Region words -> ADE20K class names (segment/regions.cpp). Keys are in singular, normalised form.
+const std::pair<const char*, const char*> kRegionSynonyms[] = {
+    {"lawn", "grass"}, {"turf", "grass"}, {"meadow", "grass"}, {"grassland", "grass"},
+    {"ocean", "sea"}, {"seawater", "sea"},
+    {"lake", "water"}, {"river", "water"}, {"pond", "water"}, {"stream", "water"},
+    {"carpet", "rug"}, {"mat", "rug"},
+    {"pavement", "sidewalk"}, {"footpath", "sidewalk"}, {"walkway", "sidewalk"},
+    {"ground", "earth"}, {"dirt", "earth"}, {"soil", "earth"}, {"mud", "earth"},
+    {"window", "windowpane"}, {"window pane", "windowpane"}, {"pane", "windowpane"},
+    {"pitch", "field"}, {"playing field", "field"}, {"playingfield", "field"}, {"sports field", "field"},
+    {"farmland", "field"},
+    {"street", "road"}, {"roadway", "road"}, {"highway", "road"}, {"asphalt", "road"},
+    {"cloud", "sky"}, {"skyline", "sky"},
+    {"hill", "mountain"}, {"mount", "mountain"},
+    {"forest", "tree"},  // not "wood": a material ("wood floor", COCO's "floor wood")
+    {"bush", "plant"}, {"shrub", "plant"}, {"hedge", "plant"}, {"foliage", "plant"},
+    {"drape", "curtain"}, {"drapery", "curtain"},
+    {"cupboard", "cabinet"}, {"bookshelf", "shelf"}, {"bookcase", "shelf"}, {"shelving", "shelf"},
+    {"picture", "painting"}, {"artwork", "painting"},
+    {"flooring", "floor"}, {"skyscraper", "building"}, {"facade", "building"}, {"cottage", "house"},
+    {"doorway", "door"},
+};
+
 const std::set<std::string> kColours = {"white", "black", "red", "green", "blue", "yellow", "orange", "brown",
                                         "gray", "grey", "pink", "purple", "silver", "golden", "gold", "beige"};
 
@@ -140,24 +163,31 @@ std::vector<std::string> PhraseMatcher::normalise_words(std::string_view phrase)
   return words;
 }
 
-PhraseMatcher::PhraseMatcher(std::vector<std::string> class_names) : classes_(std::move(class_names)) {
+PhraseMatcher::PhraseMatcher(std::vector<std::string> class_names, Vocabulary vocabulary)
+    : classes_(std::move(class_names)) {
   auto norm = [](const std::string& s) {
     auto words = normalise_words(s);
     return join(words, 0, words.size());
   };
   for (size_t i = 0; i < classes_.size(); ++i) {
+    if (classes_[i].empty()) continue;
     names_[norm(classes_[i])] = int(i);
     // "hair drier" also answers to its singular-normalised form, "skis" to "ski" and so on.
     auto words = normalise_words(classes_[i]);
     for (auto& w : words) w = singular(w);
     names_.emplace(join(words, 0, words.size()), int(i));
   }
-  for (auto& [syn, target] : kSynonyms) {
-    auto it = names_.find(norm(target));
-    if (it != names_.end()) names_.emplace(norm(syn), it->second);
-  }
+  auto add_synonyms = [&](const auto& table) {
+    for (auto& [syn, target] : table) {
+      auto it = names_.find(norm(target));
+      if (it != names_.end()) names_.emplace(norm(syn), it->second);
+    }
+  };
+  if (vocabulary == Vocabulary::Objects) add_synonyms(kSynonyms);
+  else add_synonyms(kRegionSynonyms);
   // Compound class names also answer to their spelling without a space ("hotdog", "teddybear").
   for (size_t i = 0; i < classes_.size(); ++i) {
+    if (classes_[i].empty()) continue;
     std::string joined;
     for (auto& w : normalise_words(classes_[i])) joined += w;
     names_.emplace(joined, int(i));
@@ -199,6 +229,7 @@ PhraseMatch PhraseMatcher::match(std::string_view phrase) const {
         if (id >= 0) {
           result.class_id = id;
           result.colour = colour_in(0, head);
+          result.rank = 1000 + int(head);
           return result;
         }
       }
@@ -211,6 +242,7 @@ PhraseMatch PhraseMatcher::match(std::string_view phrase) const {
         if (id >= 0) {
           result.class_id = id;
           result.colour = colour_in(i, j);
+          result.rank = int(j);  // below any match before a context word
           return result;
         }
       }

@@ -199,3 +199,32 @@ def test_max_detections_keeps_the_best(srv, base, photo_png):
     assert j["detections"] == 1 and len(j["instances"]) == 1
     assert {k: v for k, v in best.items() if k != "mask"} == j["instances"][0] and "mask" not in j["instances"][0]
     assert j["mask"] == best["mask"]
+
+
+def test_regions_are_instances_with_their_class_and_agreement(srv, photo_png, photo_rgb):
+    """A region phrase (sky) answers like an object one: an instance with its class as label, the agreement of
+    the region segmenter's two runs as score, its box and mask; a region as negative prompt cuts its pixels."""
+    h, w = photo_rgb.shape[:2]
+    r = srv.post({"prompt": "dog, sky, rainbow", "image": ns.b64(photo_png), **PARAMS})
+    assert r.status_code == 200, r.text
+    j = r.json()
+    assert j["unmatched"] == ["rainbow"] and r.headers["X-Unmatched-Phrases"] == "rainbow"
+    insts = by_phrase(j["instances"])
+    assert set(insts) == {"dog", "sky"}
+    sky = insts["sky"]
+    assert sky["label"] == "sky" and 0.3 <= sky["score"] <= 1
+    m = rle.decode(sky["mask"])
+    assert sky["area"] == int(m.sum()) > 0.05 * h * w
+    ys, xs = np.nonzero(m)
+    assert sky["box"] == [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+    assert np.array_equal(rle.decode(j["mask"]), union(decoded(j["instances"]), (h, w)))
+
+    grown = {**PARAMS, "grow_mask": 20}
+    plain = srv.post({"prompt": "person", "image": ns.b64(photo_png), **grown}).json()
+    cut = srv.post({"prompt": "person", "negative_prompt": ["sky"], "image": ns.b64(photo_png), **grown}).json()
+    [neg] = cut["negative_instances"]
+    assert neg["phrase"] == "sky" and neg["label"] == "sky"
+    g = rle.decode(neg["mask"])
+    assert (rle.decode(plain["mask"]) & g).any(), "the test needs an overlap to subtract"
+    assert not (rle.decode(cut["mask"]) & g).any()
+    assert np.array_equal(rle.decode(cut["mask"]), rle.decode(plain["mask"]) & ~g)

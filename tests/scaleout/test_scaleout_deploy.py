@@ -91,7 +91,8 @@ def test_bake_pack_makes_a_self_contained_pack(maskmaker_bin, tmp_path):
                        text=True, timeout=120)
     assert r.returncode == 0, r.stderr
     pack = json.loads((out / "pack.json").read_text())
-    paths = [pack["detector"]["path"], pack["segmenter"]["encoder"]["path"], pack["segmenter"]["decoder"]["path"]]
+    paths = [pack["detector"]["path"], pack["segmenter"]["encoder"]["path"], pack["segmenter"]["decoder"]["path"],
+             pack["regions"]["path"]]
     assert all("/" not in p and (out / p).is_file() for p in paths), paths
     assert pack["detector"]["sha256"] == json.loads((src / "pack.json").read_text())["detector"]["sha256"]
     sample = h.SAMPLES / "hopper.jpg"

@@ -77,3 +77,60 @@ TEST(PhraseMatcher, Singular) {
   EXPECT_EQ(PhraseMatcher::singular("bus"), "bus");
   EXPECT_EQ(PhraseMatcher::singular("cats"), "cat");
 }
+
+namespace {
+// The region segmenter's classes (segment/regions.cpp), as the pipeline gives them to the matcher.
+const std::vector<std::string>& region_names() {
+  static const std::vector<std::string> names = {
+      "",     "wall",  "building", "sky",    "floor", "tree",  "ceiling", "road",  "",     "windowpane", "grass",
+      "cabinet", "sidewalk", "", "earth", "door", "",  "mountain", "plant", "curtain", "", "",  "water",
+      "painting", "", "shelf", "house", "sea", "mirror", "rug", "field", ""};
+  return names;
+}
+std::string region(const PhraseMatcher& m, const std::string& phrase) {
+  PhraseMatch r = m.match(phrase);
+  return r.class_id < 0 ? "" : region_names()[size_t(r.class_id)];
+}
+}  // namespace
+
+TEST(PhraseMatcher, RegionNamesPluralsAndSynonyms) {
+  PhraseMatcher m(region_names(), Vocabulary::Regions);
+  EXPECT_EQ(region(m, "the sky"), "sky");
+  EXPECT_EQ(region(m, "Skies"), "sky");
+  EXPECT_EQ(region(m, "walls"), "wall");
+  EXPECT_EQ(region(m, "lawn"), "grass");
+  EXPECT_EQ(region(m, "the ocean"), "sea");
+  EXPECT_EQ(region(m, "carpet"), "rug");
+  EXPECT_EQ(region(m, "pavement"), "sidewalk");
+  EXPECT_EQ(region(m, "ground"), "earth");
+  EXPECT_EQ(region(m, "dirt"), "earth");
+  EXPECT_EQ(region(m, "windows"), "windowpane");
+  EXPECT_EQ(region(m, "pitch"), "field");
+  EXPECT_EQ(region(m, "playing field"), "field");
+  EXPECT_EQ(region(m, "playingfield"), "field");
+  EXPECT_EQ(region(m, "shelves"), "shelf");
+  // Head nouns: the material or colour before it does not matter; COCO's "floor wood" order works too.
+  EXPECT_EQ(region(m, "brick wall"), "wall");
+  EXPECT_EQ(region(m, "wooden floor"), "floor");
+  EXPECT_EQ(region(m, "floor wood"), "floor");
+  EXPECT_EQ(region(m, "wall brick"), "wall");
+  EXPECT_EQ(region(m, "blue sky with clouds"), "sky");
+  // Object words are not regions (the pipeline's object path answers them), nor are unknown words.
+  EXPECT_EQ(region(m, "person"), "");
+  EXPECT_EQ(region(m, "table"), "");
+  EXPECT_EQ(region(m, "rainbow"), "");
+  EXPECT_EQ(region(m, "light"), "");
+}
+
+TEST(PhraseMatcher, RankTellsTheHeadNounAcrossVocabularies) {
+  PhraseMatcher objects(coco80_names()), regions(region_names(), Vocabulary::Regions);
+  // "wall clock" is a clock: the object match ends at the head, the region match before it.
+  EXPECT_GT(objects.match("wall clock").rank, regions.match("wall clock").rank);
+  // "grass near the dog" is grass: the dog follows a context word.
+  EXPECT_GT(regions.match("grass near the dog").rank, objects.match("grass near the dog").rank);
+  EXPECT_EQ(region(regions, "grass near the dog"), "grass");
+  // "dog on the grass" is a dog.
+  EXPECT_GT(objects.match("dog on the grass").rank, regions.match("dog on the grass").rank);
+  // "plant" names both (potted plant, region plant): equal ranks, and the pipeline gives ties to objects.
+  EXPECT_EQ(objects.match("plant").rank, regions.match("plant").rank);
+}

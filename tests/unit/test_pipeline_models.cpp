@@ -3,9 +3,11 @@
 
 #include <filesystem>
 #include <fstream>
+#include <set>
 
 #include <gtest/gtest.h>
 #include <nlohmann/json.hpp>
+#include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
 #include "maskmaker/maskmaker.hpp"
@@ -263,4 +265,85 @@ TEST(Models, MissingDerivedModelNamesTheCommandThatMakesIt) {
     EXPECT_NE(what.find("scripts/setup.sh"), std::string::npos) << what;
   }
   fs::remove_all(dir);
+}
+
+// ---- regions (the pack's "regions" stage: sky, wall, floor...)
+namespace {
+// A mask at 256 px wide, as the golden masks in tests/golden are stored (our own reviewed output).
+cv::Mat small(const cv::Mat& mask) {
+  cv::Mat s;
+  cv::resize(mask, s, cv::Size(256, int(std::lround(256.0 * mask.rows / mask.cols))), 0, 0, cv::INTER_AREA);
+  return s > 127;
+}
+cv::Mat golden(const std::string& name) {
+  cv::Mat g = cv::imread(std::string(MASKMAKER_SOURCE_DIR) + "/tests/golden/" + name, cv::IMREAD_GRAYSCALE);
+  return g.empty() ? g : g > 127;
+}
+}  // namespace
+
+TEST(Regions, SkyOnThePigeonPhotoMatchesTheReviewedMask) {
+  MaskResult r = pipeline().run(image("pigeon_3000px.jpg"), "sky", eval_params());
+  EXPECT_TRUE(r.unmatched.empty());
+  ASSERT_EQ(r.instances.size(), 1u);
+  const Instance& sky = r.instances[0];
+  EXPECT_EQ(sky.phrase, "sky");
+  EXPECT_EQ(sky.label, "sky");
+  EXPECT_GT(sky.score, 0.3f);  // the two runs' agreement
+  EXPECT_LE(sky.score, 1.f);
+  EXPECT_EQ(sky.area, cv::countNonZero(sky.mask));
+  EXPECT_EQ(cv::Rect(int(sky.box.x1), int(sky.box.y1), int(sky.box.width()), int(sky.box.height())),
+            cv::boundingRect(sky.mask));
+  cv::Mat g = golden("pigeon_3000px_sky.png");
+  ASSERT_FALSE(g.empty());
+  EXPECT_GT(mask_iou(small(r.mask), g), 0.95);
+}
+
+TEST(Regions, FloorUnderTheDogMatchesTheReviewedMask) {
+  MaskResult r = pipeline().run(image("darknet_dog_bicycle_truck.jpg"), "the floor", eval_params());
+  ASSERT_EQ(r.instances.size(), 1u);
+  EXPECT_EQ(r.instances[0].label, "floor");
+  cv::Mat g = golden("darknet_dog_bicycle_truck_floor.png");
+  ASSERT_FALSE(g.empty());
+  EXPECT_GT(mask_iou(small(r.mask), g), 0.95);
+}
+
+TEST(Regions, AbsentRegionIsEmptyNotUnmatched) {
+  MaskResult r = pipeline().run(image("pigeon_3000px.jpg"), "ceiling", eval_params());
+  EXPECT_TRUE(r.unmatched.empty());
+  EXPECT_TRUE(r.instances.empty());
+  EXPECT_EQ(cv::countNonZero(r.mask), 0);
+}
+
+TEST(Regions, ObjectsAndRegionsInOnePromptAndNegativeRegions) {
+  const cv::Mat& photo = image("darknet_dog_bicycle_truck.jpg");
+  MaskResult both = pipeline().run(photo, "dog, floor, rainbow", eval_params());
+  EXPECT_EQ(both.unmatched, std::vector<std::string>{"rainbow"});
+  std::set<std::string> labels;
+  for (auto& i : both.instances) labels.insert(i.label);
+  EXPECT_TRUE(labels.count("dog") && labels.count("floor"));
+  // "wall clock" is an object phrase (no clock here), "grass near the dog" a region one.
+  MaskResult clock = pipeline().run(photo, "wall clock", eval_params());
+  for (auto& i : clock.instances) EXPECT_NE(i.label, "wall");
+  // A region as negative prompt cuts its pixels out of the positives.
+  MaskParams p = eval_params(20);
+  MaskResult all = pipeline().run(photo, "dog, bicycle", p);
+  p.negative_phrases = {"floor"};
+  MaskResult cut = pipeline().run(photo, "dog, bicycle", p);
+  cv::Mat floor = cv::Mat::zeros(cut.mask.size(), CV_8UC1);
+  for (auto& i : cut.instances) if (i.negative) floor |= i.mask;
+  ASSERT_GT(cv::countNonZero(all.mask & floor), 0) << "the test needs an overlap to subtract";
+  EXPECT_EQ(cv::countNonZero(cut.mask & floor), 0);
+  EXPECT_EQ(cv::countNonZero(cut.mask), cv::countNonZero(all.mask & ~floor));
+}
+
+TEST(Regions, MaxDetectionsBoundsRegionsToo) {
+  MaskParams p = eval_params();
+  p.max_detections = 1;
+  MaskResult r = pipeline().run(image("darknet_dog_bicycle_truck.jpg"), "dog, floor", p);
+  ASSERT_EQ(r.instances.size(), 1u);
+  EXPECT_EQ(r.instances[0].label, "dog");
+  p.max_detections = 0;
+  r = pipeline().run(image("darknet_dog_bicycle_truck.jpg"), "floor", p);
+  EXPECT_TRUE(r.instances.empty());
+  EXPECT_EQ(cv::countNonZero(r.mask), 0);
 }
