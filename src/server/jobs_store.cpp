@@ -7,78 +7,15 @@
 #include <spdlog/spdlog.h>
 
 #include "maskmaker/maskmaker.hpp"
+#include "service/sqlite_stmt.hpp"
 
 namespace maskmaker::server {
 namespace {
 
-// Failures that pass (the disk, a lock held too long) are 503s the client may retry; the rest are bugs (500).
-[[noreturn]] void db_error(sqlite3* db, int rc) {
-  const std::string detail = db ? sqlite3_errmsg(db) : sqlite3_errstr(rc);
-  switch (rc & 0xff) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-    case SQLITE_FULL:
-    case SQLITE_IOERR:
-    case SQLITE_READONLY:
-    case SQLITE_CANTOPEN:
-    case SQLITE_NOMEM:
-    case SQLITE_PROTOCOL:
-      spdlog::warn("jobs database unavailable: {}", detail);
-      throw Error(ErrorCode::StorageUnavailable,
-                  "the jobs database is unavailable (" + std::string(sqlite3_errstr(rc)) + "): retry shortly");
-    default:
-      throw Error(ErrorCode::Internal, "jobs database: " + detail);
-  }
-}
+[[noreturn]] void db_error(sqlite3* db, int rc) { service::sqlite_fail(db, rc, "jobs database"); }
 
-struct Stmt {
-  sqlite3* db;
-  sqlite3_stmt* s = nullptr;
-  Stmt(sqlite3* d, const char* sql) : db(d) {
-    if (int rc = sqlite3_prepare_v2(db, sql, -1, &s, nullptr); rc != SQLITE_OK) db_error(db, rc);
-  }
-  ~Stmt() { sqlite3_finalize(s); }
-  Stmt& bind(int i, int64_t v) { sqlite3_bind_int64(s, i, v); return *this; }
-  Stmt& bind(int i, int v) { sqlite3_bind_int64(s, i, v); return *this; }
-  Stmt& bind(int i, bool v) { sqlite3_bind_int64(s, i, v ? 1 : 0); return *this; }
-  Stmt& bind(int i, double v) { sqlite3_bind_double(s, i, v); return *this; }
-  Stmt& bind(int i, const std::string& v) {
-    sqlite3_bind_text(s, i, v.c_str(), int(v.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  Stmt& bind_text_or_null(int i, const std::string& v) {
-    if (v.empty()) sqlite3_bind_null(s, i); else bind(i, v);
-    return *this;
-  }
-  Stmt& bind(int i, const std::optional<int64_t>& v) {
-    if (v) sqlite3_bind_int64(s, i, *v); else sqlite3_bind_null(s, i);
-    return *this;
-  }
-  Stmt& bind(int i, const std::vector<uint8_t>& v) {
-    if (v.empty()) sqlite3_bind_null(s, i);
-    else sqlite3_bind_blob64(s, i, v.data(), sqlite3_uint64(v.size()), SQLITE_TRANSIENT);
-    return *this;
-  }
-  int step() {
-    int rc = sqlite3_step(s);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) db_error(db, rc);
-    return rc;
-  }
-  std::string text(int col) const {
-    auto p = sqlite3_column_text(s, col);
-    return p ? std::string(reinterpret_cast<const char*>(p), size_t(sqlite3_column_bytes(s, col))) : "";
-  }
-  std::vector<uint8_t> blob(int col) const {
-    auto p = static_cast<const uint8_t*>(sqlite3_column_blob(s, col));
-    int n = sqlite3_column_bytes(s, col);
-    return p ? std::vector<uint8_t>(p, p + n) : std::vector<uint8_t>{};
-  }
-  std::optional<int64_t> opt_int(int col) const {
-    if (sqlite3_column_type(s, col) == SQLITE_NULL) return std::nullopt;
-    return sqlite3_column_int64(s, col);
-  }
-  double real(int col) const { return sqlite3_column_double(s, col); }
-  int64_t int64(int col) const { return sqlite3_column_int64(s, col); }
+struct Stmt : service::SqliteStmt {
+  Stmt(sqlite3* db, const char* sql) : SqliteStmt(db, sql, "jobs database") {}
 };
 
 JobStatus status_from(const std::string& s) {
@@ -233,7 +170,7 @@ std::optional<JobRow> SqliteJobStore::claim(const std::string& owner, double now
   r.created_at = st.real(6);
   r.owner = owner;
   r.started_at = now;
-  while (sqlite3_step(st.s) == SQLITE_ROW) {}  // finish the statement before the lock is released
+  st.finish();  // finish the statement before the lock is released
   return r;
 }
 
@@ -354,7 +291,7 @@ bool SqliteJobStore::recover(const std::string& id, const std::string& owner, in
   st.bind(1, max_attempts).bind(2, error).bind(3, now).bind(4, id).bind(5, owner);
   if (st.step() != SQLITE_ROW) return false;
   requeued = st.text(0) == "QUEUED";
-  while (sqlite3_step(st.s) == SQLITE_ROW) {}
+  st.finish();
   return true;
 }
 
@@ -403,7 +340,7 @@ std::optional<int64_t> SqliteJobStore::take_refund(const std::string& id) {
   st.bind(1, id);
   if (st.step() != SQLITE_ROW) return std::nullopt;
   auto key = st.opt_int(0);
-  while (sqlite3_step(st.s) == SQLITE_ROW) {}
+  st.finish();
   return key;
 }
 

@@ -21,29 +21,16 @@ size_t discard(char*, size_t size, size_t n, void*) { return size * n; }
 // One POST; true on a 2xx answer, else `why` says what happened.
 bool post_json(const GuardedUrl& target, const std::string& body, const std::string& job_id, long timeout_ms,
                std::string& why) {
-  std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
-  if (!curl) { why = "curl_easy_init failed"; return false; }
-  std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> resolve(
-      target.pin.empty() ? nullptr : curl_slist_append(nullptr, target.pin.c_str()), curl_slist_free_all);
+  GuardedCurl curl(target, std::min(5000L, timeout_ms), timeout_ms);
+  const char* error = curl.error;
   curl_slist* headers = curl_slist_append(nullptr, "Content-Type: application/json");
   headers = curl_slist_append(headers, ("X-Maskmaker-Request-Id: " + job_id).c_str());
   std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> header_guard(headers, curl_slist_free_all);
-  char error[CURL_ERROR_SIZE] = {};
-  curl_easy_setopt(curl.get(), CURLOPT_URL, target.url.c_str());
-  curl_easy_setopt(curl.get(), CURLOPT_RESOLVE, resolve.get());
-  curl_easy_setopt(curl.get(), CURLOPT_PROTOCOLS_STR, "http,https");
-  curl_easy_setopt(curl.get(), CURLOPT_FOLLOWLOCATION, 0L);
-  curl_easy_setopt(curl.get(), CURLOPT_PROXY, "");
-  curl_easy_setopt(curl.get(), CURLOPT_NOSIGNAL, 1L);
-  curl_easy_setopt(curl.get(), CURLOPT_CONNECTTIMEOUT_MS, std::min(5000L, timeout_ms));
-  curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, timeout_ms);
   curl_easy_setopt(curl.get(), CURLOPT_POST, 1L);
   curl_easy_setopt(curl.get(), CURLOPT_POSTFIELDS, body.data());
   curl_easy_setopt(curl.get(), CURLOPT_POSTFIELDSIZE_LARGE, curl_off_t(body.size()));
   curl_easy_setopt(curl.get(), CURLOPT_HTTPHEADER, headers);
-  curl_easy_setopt(curl.get(), CURLOPT_USERAGENT, "maskmaker/0.1");
   curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, discard);
-  curl_easy_setopt(curl.get(), CURLOPT_ERRORBUFFER, error);
   CURLcode rc = curl_easy_perform(curl.get());
   if (rc != CURLE_OK) {
     why = error[0] ? error : curl_easy_strerror(rc);

@@ -1,5 +1,7 @@
 #include "service/keys_db.hpp"
 
+#include "service/sqlite_stmt.hpp"
+
 #include <memory>
 
 #include "service/keys_pg.hpp"
@@ -21,58 +23,15 @@ std::string hex(const unsigned char* p, size_t n) {
   return s;
 }
 
-// Every SQLite result is checked. A database that is busy (another process holds the write lock past the busy
-// timeout), full, read-only, failing I/O or otherwise unusable is StorageUnavailable (503 + Retry-After, nothing
-// charged), never an empty answer that would read as "unknown key" (401) or "no credits left" (406).
-[[noreturn]] void fail(sqlite3* db, int rc) {
-  const std::string detail = std::string(sqlite3_errstr(rc)) + " (" + (db ? sqlite3_errmsg(db) : "no connection") + ")";
-  switch (rc & 0xFF) {
-    case SQLITE_BUSY:
-    case SQLITE_LOCKED:
-    case SQLITE_FULL:
-    case SQLITE_IOERR:
-    case SQLITE_READONLY:
-    case SQLITE_CANTOPEN:
-    case SQLITE_NOMEM:
-    case SQLITE_PROTOCOL:
-    case SQLITE_CORRUPT:
-    case SQLITE_NOTADB:
-      spdlog::error("keys database: {}", detail);
-      throw Error(ErrorCode::StorageUnavailable, "the keys database is unavailable: retry shortly");
-    default: throw Error(ErrorCode::Internal, "keys database: " + detail);
-  }
-}
+// Every result checked; storage failures are 503s (service/sqlite_stmt.hpp).
+[[noreturn]] void fail(sqlite3* db, int rc) { sqlite_fail(db, rc, "keys database"); }
 
 void check(sqlite3* db, int rc) {
   if (rc != SQLITE_OK) fail(db, rc);
 }
 
-struct Stmt {
-  sqlite3* db;
-  sqlite3_stmt* s = nullptr;
-  Stmt(sqlite3* d, const char* sql) : db(d) { check(db, sqlite3_prepare_v2(db, sql, -1, &s, nullptr)); }
-  ~Stmt() { sqlite3_finalize(s); }
-  Stmt& bind(int i, int64_t v) { check(db, sqlite3_bind_int64(s, i, v)); return *this; }
-  Stmt& bind(int i, const std::string& v) {
-    check(db, sqlite3_bind_text(s, i, v.c_str(), int(v.size()), SQLITE_TRANSIENT));
-    return *this;
-  }
-  Stmt& bind(int i, const std::optional<int64_t>& v) {
-    check(db, v ? sqlite3_bind_int64(s, i, *v) : sqlite3_bind_null(s, i));
-    return *this;
-  }
-  // SQLITE_ROW or SQLITE_DONE; anything else throws.
-  int step() {
-    const int rc = sqlite3_step(s);
-    if (rc != SQLITE_ROW && rc != SQLITE_DONE) fail(db, rc);
-    return rc;
-  }
-  // For UPDATE ... RETURNING: the change is committed when the statement runs to its end, and a failing commit
-  // (busy, I/O) is only reported there, not by the first step's row.
-  void finish() {
-    while (step() == SQLITE_ROW) {
-    }
-  }
+struct Stmt : SqliteStmt {
+  Stmt(sqlite3* db, const char* sql) : SqliteStmt(db, sql, "keys database") {}
 };
 
 std::optional<int64_t> opt_int(sqlite3_stmt* s, int col) {
@@ -168,7 +127,7 @@ std::pair<std::string, KeyRecord> KeysDb::add(const std::string& name, std::opti
   Stmt q(db_, (std::string("SELECT ") + kColumns + " FROM keys WHERE id = ?").c_str());
   q.bind(1, id);
   if (q.step() != SQLITE_ROW) throw Error(ErrorCode::Internal, "keys database: the new key is not there");
-  return {key, read_record(q.s)};
+  return {key, read_record(q.get())};
 }
 
 std::optional<KeyRecord> KeysDb::find_by_key(const std::string& plain_key) {
@@ -176,7 +135,7 @@ std::optional<KeyRecord> KeysDb::find_by_key(const std::string& plain_key) {
   Stmt q(db_, (std::string("SELECT ") + kColumns + " FROM keys WHERE key_hash = ?").c_str());
   q.bind(1, hash_key(plain_key));
   if (q.step() != SQLITE_ROW) return std::nullopt;
-  return read_record(q.s);
+  return read_record(q.get());
 }
 
 std::optional<KeyRecord> KeysDb::find(const std::string& id_or_name) {
@@ -184,14 +143,14 @@ std::optional<KeyRecord> KeysDb::find(const std::string& id_or_name) {
   Stmt q(db_, (std::string("SELECT ") + kColumns + " FROM keys WHERE CAST(id AS TEXT) = ?1 OR name = ?1 ORDER BY id LIMIT 1").c_str());
   q.bind(1, id_or_name);
   if (q.step() != SQLITE_ROW) return std::nullopt;
-  return read_record(q.s);
+  return read_record(q.get());
 }
 
 std::vector<KeyRecord> KeysDb::list() {
   std::lock_guard lock(mutex_);
   Stmt q(db_, (std::string("SELECT ") + kColumns + " FROM keys ORDER BY id").c_str());
   std::vector<KeyRecord> out;
-  while (q.step() == SQLITE_ROW) out.push_back(read_record(q.s));
+  while (q.step() == SQLITE_ROW) out.push_back(read_record(q.get()));
   return out;
 }
 
@@ -207,7 +166,7 @@ std::optional<int64_t> KeysDb::add_credits(int64_t id, int64_t amount) {
   Stmt st(db_, "UPDATE keys SET credits = MAX(0, COALESCE(credits, 0) + ?) WHERE id = ? RETURNING credits");
   st.bind(1, amount).bind(2, id);
   if (st.step() != SQLITE_ROW) return std::nullopt;
-  const int64_t credits = sqlite3_column_int64(st.s, 0);
+  const int64_t credits = sqlite3_column_int64(st.get(), 0);
   st.finish();
   return credits;
 }
@@ -226,7 +185,7 @@ bool KeysDb::consume(int64_t id, std::optional<int64_t>& remaining) {
                "WHERE id = ? AND disabled = 0 AND (credits IS NULL OR credits > 0) RETURNING credits");
   st.bind(1, id);
   if (st.step() != SQLITE_ROW) return false;
-  const std::optional<int64_t> left = opt_int(st.s, 0);
+  const std::optional<int64_t> left = opt_int(st.get(), 0);
   st.finish();
   remaining = left;
   return true;
@@ -256,7 +215,7 @@ size_t KeysDb::active_count() {
   std::lock_guard lock(mutex_);
   Stmt q(db_, "SELECT COUNT(*) FROM keys WHERE disabled = 0");
   if (q.step() != SQLITE_ROW) return 0;
-  return size_t(sqlite3_column_int64(q.s, 0));
+  return size_t(sqlite3_column_int64(q.get(), 0));
 }
 
 }  // namespace maskmaker::service

@@ -212,6 +212,22 @@ std::string forbidden_address_reason(const std::string& ip) {
   return "";
 }
 
+GuardedCurl::GuardedCurl(const GuardedUrl& target, long connect_timeout_ms, long total_timeout_ms) {
+  if (!handle) throw Error(ErrorCode::Internal, "curl_easy_init failed");
+  if (!target.pin.empty()) resolve.reset(curl_slist_append(nullptr, target.pin.c_str()));
+  CURL* c = handle.get();
+  curl_easy_setopt(c, CURLOPT_URL, target.url.c_str());
+  curl_easy_setopt(c, CURLOPT_RESOLVE, resolve.get());
+  curl_easy_setopt(c, CURLOPT_PROTOCOLS_STR, "http,https");
+  curl_easy_setopt(c, CURLOPT_FOLLOWLOCATION, 0L);
+  curl_easy_setopt(c, CURLOPT_PROXY, "");
+  curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
+  curl_easy_setopt(c, CURLOPT_CONNECTTIMEOUT_MS, connect_timeout_ms);
+  curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, total_timeout_ms);
+  curl_easy_setopt(c, CURLOPT_ERRORBUFFER, error);
+  curl_easy_setopt(c, CURLOPT_USERAGENT, "maskmaker/0.1");
+}
+
 std::vector<uint8_t> fetch_url(const std::string& url, const FetchLimits& limits) {
   static CurlInit init;
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(limits.total_timeout_ms);
@@ -221,25 +237,13 @@ std::vector<uint8_t> fetch_url(const std::string& url, const FetchLimits& limits
     long left_ms = long(std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now()).count());
     if (left_ms <= 0) throw Error(ErrorCode::Timeout, "fetching the image URL took longer than " + std::to_string(limits.total_timeout_ms) + " ms", "image");
 
-    std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> curl(curl_easy_init(), curl_easy_cleanup);
-    std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> resolve(
-        target.pin.empty() ? nullptr : curl_slist_append(nullptr, target.pin.c_str()), curl_slist_free_all);
+    GuardedCurl curl(target, std::min(limits.connect_timeout_ms, left_ms), left_ms);
+    char* error = curl.error;
     Sink sink;
     sink.max_bytes = limits.max_bytes;
-    char error[CURL_ERROR_SIZE] = {};
-    curl_easy_setopt(curl.get(), CURLOPT_URL, target.url.c_str());
-    curl_easy_setopt(curl.get(), CURLOPT_RESOLVE, resolve.get());
-    curl_easy_setopt(curl.get(), CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(curl.get(), CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(curl.get(), CURLOPT_PROXY, "");
-    curl_easy_setopt(curl.get(), CURLOPT_NOSIGNAL, 1L);
-    curl_easy_setopt(curl.get(), CURLOPT_CONNECTTIMEOUT_MS, std::min(limits.connect_timeout_ms, left_ms));
-    curl_easy_setopt(curl.get(), CURLOPT_TIMEOUT_MS, left_ms);
     curl_easy_setopt(curl.get(), CURLOPT_MAXFILESIZE_LARGE, curl_off_t(limits.max_bytes));
     curl_easy_setopt(curl.get(), CURLOPT_WRITEFUNCTION, on_data);
     curl_easy_setopt(curl.get(), CURLOPT_WRITEDATA, &sink);
-    curl_easy_setopt(curl.get(), CURLOPT_ERRORBUFFER, error);
-    curl_easy_setopt(curl.get(), CURLOPT_USERAGENT, "maskmaker/0.1");
     curl_easy_setopt(curl.get(), CURLOPT_ACCEPT_ENCODING, "");
     CURLcode rc = curl_easy_perform(curl.get());
     if (rc == CURLE_FILESIZE_EXCEEDED || sink.too_large)

@@ -4,7 +4,10 @@
 
 #include <chrono>
 #include <cstdint>
+#include <memory>
 #include <string>
+
+#include <curl/curl.h>
 #include <vector>
 
 #include "maskmaker/maskmaker.hpp"
@@ -52,6 +55,17 @@ GuardedUrl guard_url(const std::string& url, bool allow_private, std::chrono::st
 // The body of a 2xx answer. Throws maskmaker::Error: ForbiddenUrl (400), FetchFailed (502),
 // PayloadTooLarge (413), Timeout (504).
 std::vector<uint8_t> fetch_url(const std::string& url, const FetchLimits& limits);
+
+// A libcurl handle for one request to a guarded URL: connected only to the address the guard checked (`pin`), http(s)
+// only, no redirects followed, no proxy, no signals, the given connect and total time limits; `error` receives
+// curl's message. Both the image fetch and the webhooks use it.
+struct GuardedCurl {
+  std::unique_ptr<CURL, decltype(&curl_easy_cleanup)> handle{curl_easy_init(), curl_easy_cleanup};
+  std::unique_ptr<curl_slist, decltype(&curl_slist_free_all)> resolve{nullptr, curl_slist_free_all};
+  char error[CURL_ERROR_SIZE] = {};
+  GuardedCurl(const GuardedUrl& target, long connect_timeout_ms, long total_timeout_ms);
+  CURL* get() const { return handle.get(); }
+};
 
 // The checks fetch_url makes before it connects (URL syntax, scheme, every resolved address against the guard),
 // without fetching, for a URL to be fetched later (asynchronous jobs): throws ForbiddenUrl (400). A host that does

@@ -57,7 +57,7 @@ def test_locked_keys_database_is_503_and_charges_nothing(keyed_server):
     assert r.status_code == 503, (r.status_code, r.text[:300])
     assert r.headers.get("Retry-After") == "2"
     assert r.headers["Content-Type"].startswith("application/json")
-    assert r.json() == {"error": "the keys database is unavailable: retry shortly"}
+    assert r.json() == {"error": "the keys database is unavailable (database is locked): retry shortly"}
     assert "x-credits-consumed" not in r.headers
     assert credits_row(db) == (4, 1), "a request answered 503 was charged"
     assert srv.alive()
