@@ -273,9 +273,7 @@ get_errors = {"405": ref("responses", "MethodNotAllowed")}
 
 # ------------------------------------------------------------------------------------------------ v2: asynchronous jobs
 webhook_url = param_schema("webhook_url", "jobs")
-job_props = {**base_props, "webhook_url": webhook_url,
-             "base64": {"type": ["boolean", "null"], "description": "Accepted (type-checked) and ignored: the job's "
-                                                                    "output carries the image as base64"}}
+job_props = {**api_props("jobs"), "webhook_url": webhook_url}
 job_req = {"type": "object", "required": ["prompt", "image"], "properties": job_props,
            "description": "The body of POST /v1/inpaint-mask-maker, plus webhook_url. null means absent; unknown "
                           "fields are ignored"}

@@ -89,8 +89,8 @@ inline constexpr ParamSpec kMaskParams[] = {
                          "true: answer the mask; false: the annotated image (the native API accepts it, "
                          "type-checked, and ignores it: see output)"),
     param_table::boolean("base64", kApiCompatible | kApiNative | kApiJobs, false,
-                         "Answer JSON with the image as base64 instead of the raw bytes (the native API accepts it, "
-                         "type-checked, and ignores it: its answer is JSON)"),
+                         "Answer JSON with the image as base64 instead of the raw bytes (the native API and /v2 jobs "
+                         "accept it, type-checked, and ignore it: their answers are JSON, the image in base64)"),
     param_table::of_type(ParamType::Phrases, "negative_prompt", kApiNative | kApiCli,
         "Phrases whose instances are subtracted from the union mask after growing (reported in negative_instances). "
         "A phrase that names the same detector class as a prompt phrase finds nothing with the closed-set packs: "
