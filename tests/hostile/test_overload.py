@@ -70,7 +70,9 @@ def test_overload_twice_capacity(loaded_server):
     srv = loaded_server
     # Every request carries never-seen pixels: a repeated image is answered from the caches in milliseconds, and
     # the test would then measure the Python client rather than the server.
-    warm = [body(b64(im)) for im in fresh_images(12)]
+    # 20 > the 16 image embeddings the pipeline caches (PipelineOptions::image_cache_entries): the caches are full
+    # before the memory baseline is taken, so what grows after it is the server's, not a cache filling up.
+    warm = [body(b64(im)) for im in fresh_images(20)]
     # Warm-up and capacity: sequential requests, one inference slot; the first two warm the sessions up.
     lat = []
     for data in warm:
@@ -147,7 +149,9 @@ def test_overload_twice_capacity(loaded_server):
     assert max(ok_lat) <= bound, f"admitted latency {max(ok_lat):.2f} s over the bound {bound:.2f} s"
     assert max(dt for _, dt, _ in results) < REQUEST_TIMEOUT_MS / 1000, "a request hung past its deadline"
     assert abs(end - baseline) <= 0.05 * baseline, FIGURES["overload"]["rss_kib"]
-    assert peak <= 1.05 * baseline, FIGURES["overload"]["rss_kib"]
+    # The peak may add what the requests in flight hold at once (up to QUEUE + 1 admitted bodies, decoded images
+    # and answers, and the turned-away bodies being read): 10 % of a resident set of about 1 GB.
+    assert peak <= 1.10 * baseline, FIGURES["overload"]["rss_kib"]
     assert srv.alive()
 
 
