@@ -113,6 +113,7 @@ int run_latency(const LatencyOptions& o, const CommonOptions& common) {
   size_t instances = 0;
   auto measure = [&](const std::vector<uint8_t>& bytes, const std::string& prompt, cv::Mat tweak,
                      std::map<std::string, Series>& into) {
+    // The benchmark decodes and runs the pipeline itself (not MaskService) to time each stage on its own.
     auto t = Clock::now();
     DecodedImage image = decode_image(bytes);
     if (!tweak.empty()) image.bgr = tweak;  // a "new" image: defeats the embedding cache
