@@ -9,6 +9,8 @@
 #include "server/http_detail.hpp"
 #include "server/http_server.hpp"
 
+#include <boost/beast/http/status.hpp>
+
 namespace maskmaker::server {
 namespace http_detail {
 
@@ -139,6 +141,80 @@ std::string escape_for_log(std::string_view s, size_t max_bytes) {
     }
   }
   if (s.size() > max_bytes) out += "...";
+  return out;
+}
+
+const Route* match_route(const std::vector<Route>& get_routes, const std::vector<Route>& post_routes, HttpRequest& req) {
+  const std::vector<Route>* routes = nullptr;
+  if (req.method == "GET" || req.method == "HEAD") routes = &get_routes;
+  else if (req.method == "POST") routes = &post_routes;
+  if (!routes) return nullptr;
+  for (const Route& r : *routes) {
+    std::smatch m;
+    if (std::regex_match(req.path, m, r.pattern)) {
+      req.matches.clear();
+      for (const auto& g : m) req.matches.push_back(g.str());
+      return &r;
+    }
+  }
+  return nullptr;
+}
+
+int check_request_head(HttpRequest& req, size_t max_header_count, std::string& message) {
+  if (req.headers.size() > max_header_count) {
+    message = "too many request headers (at most " + std::to_string(max_header_count) + ")";
+    return 431;
+  }
+  for (const auto& h : req.headers)
+    if (!is_valid_utf8(h.value)) {
+      message = "header " + h.name + " is not valid UTF-8";
+      return 400;
+    }
+  // RFC 9112 6.3: a request whose last transfer coding is not chunked has no knowable length.
+  if (const char* te = header_value_or(req.headers, "Transfer-Encoding")) {
+    std::string codings = lower(te);
+    size_t comma = codings.rfind(',');
+    if (trim(comma == std::string::npos ? std::string_view(codings) : std::string_view(codings).substr(comma + 1)) != "chunked") {
+      message = "Transfer-Encoding must end with chunked";
+      return 400;
+    }
+  }
+  std::string_view target = req.target;
+  // absolute-form (a proxy's request): keep the path
+  if (target.rfind("http://", 0) == 0 || target.rfind("https://", 0) == 0) {
+    size_t slash = target.find('/', target.find("//") + 2);
+    target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
+  }
+  size_t q = target.find('?');
+  std::string_view raw_path = target.substr(0, q);
+  if (q != std::string_view::npos) req.query = std::string(target.substr(q + 1));
+  if (size_t hash = raw_path.find('#'); hash != std::string_view::npos) raw_path = raw_path.substr(0, hash);
+  req.path = percent_decode(raw_path);
+  if (req.path.empty() || req.path[0] != '/') {
+    message = "the request target must be a path starting with '/'";
+    return 400;
+  }
+  if (!is_valid_utf8(req.path) || req.path.find('\0') != std::string::npos) {
+    req.path = "/";  // never shown nor logged decoded
+    message = "the request path is not valid UTF-8 once percent-decoded";
+    return 400;
+  }
+  return 0;
+}
+
+std::string serialize_head(HttpResponse& res, const std::vector<HttpHeader>& default_headers, bool keep_alive) {
+  for (const auto& h : default_headers)
+    if (!res.has_header(h.name)) res.headers.push_back(h);
+  const auto reason = boost::beast::http::obsolete_reason(boost::beast::http::int_to_status(unsigned(res.status)));
+  std::string out = "HTTP/1.1 " + std::to_string(res.status) + " " +
+                    std::string(reason.empty() ? "Unknown" : std::string_view(reason.data(), reason.size())) + "\r\n";
+  for (const auto& h : res.headers) {
+    if (iequals(h.name, "Content-Length") || iequals(h.name, "Connection") || iequals(h.name, "Transfer-Encoding")) continue;
+    out += h.name + ": " + h.value + "\r\n";
+  }
+  if (res.status >= 200 && res.status != 204 && res.status != 304)
+    out += "Content-Length: " + std::to_string(res.body.size()) + "\r\n";
+  out += keep_alive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n";
   return out;
 }
 

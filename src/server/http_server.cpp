@@ -43,12 +43,6 @@ using namespace http_detail;
 
 namespace {
 
-struct Route {
-  std::regex pattern;
-  HttpHandler handler;
-  bool inline_io = false;
-  HttpHeadHandler before_body;
-};
 
 }  // namespace
 
@@ -113,25 +107,8 @@ struct HttpServer::Impl {
     else res.set_content("{\"error\":\"request failed\"}", "application/json");
   }
 
-  std::string serialize_head(HttpResponse& res, bool head_request, bool keep_alive) {
-    for (const auto& h : default_headers)
-      if (!res.has_header(h.name)) res.headers.push_back(h);
-    const auto reason = bhttp::obsolete_reason(bhttp::int_to_status(unsigned(res.status)));
-    std::string out = "HTTP/1.1 " + std::to_string(res.status) + " " +
-                      std::string(reason.empty() ? "Unknown" : std::string_view(reason.data(), reason.size())) + "\r\n";
-    for (const auto& h : res.headers) {
-      if (iequals(h.name, "Content-Length") || iequals(h.name, "Connection") || iequals(h.name, "Transfer-Encoding")) continue;
-      out += h.name + ": " + h.value + "\r\n";
-    }
-    if (res.status >= 200 && res.status != 204 && res.status != 304)
-      out += "Content-Length: " + std::to_string(res.body.size()) + "\r\n";
-    out += keep_alive ? "Connection: keep-alive\r\n\r\n" : "Connection: close\r\n\r\n";
-    (void)head_request;
-    return out;
-  }
-
   asio::awaitable<bool> write_response(std::shared_ptr<Conn> c, HttpResponse& res, bool head_request, bool keep_alive) {
-    std::string head = serialize_head(res, head_request, keep_alive);
+    std::string head = serialize_head(res, default_headers, keep_alive);
     const bool with_body = !head_request && res.status >= 200 && res.status != 204 && res.status != 304;
     std::array<asio::const_buffer, 2> bufs{asio::buffer(head), asio::buffer(with_body ? std::string_view(res.body) : std::string_view())};
     arm(c, limits.write_timeout);
@@ -162,21 +139,7 @@ struct HttpServer::Impl {
     return limit + std::clamp<size_t>(limit, size_t(1) << 20, size_t(16) << 20);
   }
 
-  const Route* find_route(HttpRequest& req) {
-    std::vector<Route>* routes = nullptr;
-    if (req.method == "GET" || req.method == "HEAD") routes = &get_routes;
-    else if (req.method == "POST") routes = &post_routes;
-    if (!routes) return nullptr;
-    for (const Route& r : *routes) {
-      std::smatch m;
-      if (std::regex_match(req.path, m, r.pattern)) {
-        req.matches.clear();
-        for (const auto& g : m) req.matches.push_back(g.str());
-        return &r;
-      }
-    }
-    return nullptr;
-  }
+  const Route* find_route(HttpRequest& req) { return match_route(get_routes, post_routes, req); }
 
   void log(const HttpRequest& req, const HttpResponse& res) {
     if (!logger) return;
@@ -188,49 +151,8 @@ struct HttpServer::Impl {
     const auto& msg = parser.get();
     req.method = std::string(msg.method_string());
     req.target = std::string(msg.target());
-    size_t count = 0;
-    for (const auto& f : msg) {
-      if (++count > limits.max_header_count) {
-        message = "too many request headers (at most " + std::to_string(limits.max_header_count) + ")";
-        return 431;
-      }
-      req.headers.push_back({std::string(f.name_string()), std::string(f.value())});
-    }
-    for (const auto& h : req.headers)
-      if (!is_valid_utf8(h.value)) {
-        message = "header " + h.name + " is not valid UTF-8";
-        return 400;
-      }
-    // RFC 9112 6.3: a request whose last transfer coding is not chunked has no knowable length.
-    if (const char* te = header_value_or(req.headers, "Transfer-Encoding")) {
-      std::string codings = lower(te);
-      size_t comma = codings.rfind(',');
-      if (trim(comma == std::string::npos ? std::string_view(codings) : std::string_view(codings).substr(comma + 1)) != "chunked") {
-        message = "Transfer-Encoding must end with chunked";
-        return 400;
-      }
-    }
-    std::string_view target = req.target;
-    // absolute-form (a proxy's request): keep the path
-    if (target.rfind("http://", 0) == 0 || target.rfind("https://", 0) == 0) {
-      size_t slash = target.find('/', target.find("//") + 2);
-      target = slash == std::string_view::npos ? std::string_view("/") : target.substr(slash);
-    }
-    size_t q = target.find('?');
-    std::string_view raw_path = target.substr(0, q);
-    if (q != std::string_view::npos) req.query = std::string(target.substr(q + 1));
-    if (size_t hash = raw_path.find('#'); hash != std::string_view::npos) raw_path = raw_path.substr(0, hash);
-    req.path = percent_decode(raw_path);
-    if (req.path.empty() || req.path[0] != '/') {
-      message = "the request target must be a path starting with '/'";
-      return 400;
-    }
-    if (!is_valid_utf8(req.path) || req.path.find('\0') != std::string::npos) {
-      req.path = "/";  // never shown nor logged decoded
-      message = "the request path is not valid UTF-8 once percent-decoded";
-      return 400;
-    }
-    return 0;
+    for (const auto& f : msg) req.headers.push_back({std::string(f.name_string()), std::string(f.value())});
+    return check_request_head(req, limits.max_header_count, message);
   }
 
   asio::awaitable<void> session(std::shared_ptr<Conn> c) {
