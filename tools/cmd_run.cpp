@@ -16,9 +16,7 @@
 #include <spdlog/spdlog.h>
 
 #include "commands.hpp"
-#include "service/api.hpp"
-#include "service/mask_service.hpp"
-#include "service/crop_params.hpp"
+#include "maskmaker/service.hpp"
 
 namespace fs = std::filesystem;
 

@@ -5,8 +5,8 @@
 #include <spdlog/spdlog.h>
 
 #include "commands.hpp"
-#include "service/keys_db.hpp"
-#include "server/server.hpp"
+#include "maskmaker/keys.hpp"
+#include "maskmaker/server.hpp"
 
 namespace maskmaker::cli {
 

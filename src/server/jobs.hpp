@@ -29,7 +29,7 @@
 
 #include "maskmaker/maskmaker.hpp"
 #include "service/request.hpp"
-#include "server/server.hpp"
+#include "maskmaker/server.hpp"
 
 namespace prometheus { class Registry; }
 

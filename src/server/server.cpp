@@ -1,4 +1,4 @@
-#include "server/server.hpp"
+#include "maskmaker/server.hpp"
 
 #include <csignal>
 #include <pthread.h>

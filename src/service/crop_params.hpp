@@ -6,6 +6,7 @@
 #include <nlohmann/json.hpp>
 
 #include "maskmaker/maskmaker.hpp"
+#include "maskmaker/service.hpp"
 
 namespace maskmaker::service {
 
@@ -14,8 +15,6 @@ namespace maskmaker::service {
 // Throws Error(InvalidArgument) naming the field, e.g. "crop.multiple_of must be an integer between 1 and 1024".
 std::optional<CropParams> parse_crop_params(const nlohmann::json& body);
 
-// box, mask_box ([x1, y1, x2, y2], x2 and y2 exclusive), width, height and scale [x, y] of a crop (the CLI's --json too).
-nlohmann::json crop_geometry_json(const CropGeometry& geometry);
 
 // The answer's `crop` object (box, scale, cropped image and mask as base64 PNG), or null with `crop_reason`, added
 // to `body` when the request asked for a crop.

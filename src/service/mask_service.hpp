@@ -17,6 +17,7 @@
 #include "service/api.hpp"
 #include "service/keys_db.hpp"
 #include "service/rate_limit.hpp"
+#include "maskmaker/service.hpp"
 #include "service/request.hpp"
 #include "service/url_fetch.hpp"
 
@@ -42,19 +43,6 @@ struct AdmitPolicy {
 struct NotStarted {};
 
 enum class Charge { OnSuccess, None };
-
-// What a run produced: the serialised answer, and what the front ends report about it.
-struct MaskAnswer {
-  std::string body;  // the bytes to send (an image, or JSON)
-  std::string content_type;
-  MaskResult result;  // instances, phrases, unmatched, size, stage times (decode and output included)
-  int detections = 0;  // positive instances
-  double infer_ms = 0;  // decode + pipeline (what X-Inference-Time-Ms reports)
-  double fetch_ms = 0, wait_ms = 0;
-  bool charged = false;
-  std::optional<int64_t> remaining_credits;  // after the charge; nullopt = unlimited
-  DecodedImage image;  // run_local only
-};
 
 class MaskService {
  public:
@@ -89,9 +77,5 @@ class MaskService {
   std::function<Pipeline*()> pipeline_;
   RateLimiter rate_limiter_;
 };
-
-// A pipeline run alone (decode, run, render; no keys, no slots): what `maskmaker run` does for each file, its
-// bytes in request.upload. The answer keeps the decoded image (`image`) for further renderings (crops).
-MaskAnswer run_local(Pipeline& pipeline, MaskRequest request, const DecodeLimits& limits = {});
 
 }  // namespace maskmaker::service
