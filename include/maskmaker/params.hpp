@@ -4,7 +4,9 @@
 // lands (MaskParams or MaskRequest), one case in src/service/params.cpp's `assign`.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
+#include <iterator>
 #include <string>
 #include <string_view>
 
@@ -120,16 +122,21 @@ inline constexpr ParamSpec kMaskParams[] = {
         "connection is retried after 1 s and 4 s (3 tries)"),
 };
 
+// Indices, not pointers: GCC cannot constant-evaluate a pointer comparison under -fsanitize=undefined.
+constexpr std::size_t param_index(std::string_view name) {
+  std::size_t i = 0;
+  while (i < std::size(kMaskParams) && kMaskParams[i].name != name) ++i;
+  return i;  // std::size(kMaskParams) when not found
+}
 constexpr const ParamSpec* find_param(std::string_view name) {
-  for (const ParamSpec& p : kMaskParams)
-    if (p.name == name) return &p;
-  return nullptr;
+  const std::size_t i = param_index(name);
+  return i < std::size(kMaskParams) ? &kMaskParams[i] : nullptr;
 }
 // The default of a Boolean, Number or Integer parameter; a name not in the table fails to compile.
 consteval double param_default(std::string_view name) {
-  const ParamSpec* p = find_param(name);
-  if (!p) throw "not a parameter";
-  return p->default_value;
+  const std::size_t i = param_index(name);
+  if (i >= std::size(kMaskParams)) throw "not a parameter";
+  return kMaskParams[i].default_value;
 }
 
 // What a valid value looks like, for error messages and help: "must be a number between 0 and 1".
