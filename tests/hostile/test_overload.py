@@ -148,13 +148,14 @@ def test_overload_twice_capacity(loaded_server):
     assert all(h for s, _, h in results if s in (429, 503)), "a 429/503 without Retry-After"
     assert max(ok_lat) <= bound, f"admitted latency {max(ok_lat):.2f} s over the bound {bound:.2f} s"
     assert max(dt for _, dt, _ in results) < REQUEST_TIMEOUT_MS / 1000, "a request hung past its deadline"
-    # Bounded, not flat: under load more of the worker threads allocate, and each glibc malloc arena they bring in
-    # keeps some freed memory (measured on clean clones: end +0.9 % to +3.9 %, peak +6.7 % to +7.6 % of about
-    # 1 GB). A leak grows with the requests (several hundred here) and would exceed these bounds.
-    assert abs(end - baseline) <= 0.08 * baseline, FIGURES["overload"]["rss_kib"]
+    # Bounded, not flat: under load more of the worker threads run an inference, and each glibc malloc arena they
+    # bring in (at most 8 per core) keeps what that inference freed. Clean-clone runs of 2026-11-30 measured the end
+    # at +0.9 % to +5.4 % and the peak at +6.7 % to +11.3 % of about 1 GB; the bounds leave about twice that. A
+    # per-request leak would grow with the several hundred requests and exceed them.
+    assert abs(end - baseline) <= 0.10 * baseline, FIGURES["overload"]["rss_kib"]
     # The peak also holds what the requests in flight hold at once (up to QUEUE + 1 admitted bodies, decoded
     # images and answers, and the turned-away bodies being read).
-    assert peak <= 1.12 * baseline, FIGURES["overload"]["rss_kib"]
+    assert peak <= 1.20 * baseline, FIGURES["overload"]["rss_kib"]
     assert srv.alive()
 
 
