@@ -124,7 +124,8 @@ MaskAnswer MaskService::run(MaskRequest request, const std::optional<KeyRecord>&
   Pipeline* pipeline = pipeline_();
   if (!pipeline) throw Error(ErrorCode::NotReady, "the server is starting: models are loading");
   double fetch_ms = 0;
-  std::vector<uint8_t> bytes = resolve_image(request, &fetch_ms);
+  // An upload is moved, not copied (up to --max-body-bytes per request).
+  std::vector<uint8_t> bytes = request.upload.empty() ? resolve_image(request, &fetch_ms) : std::move(request.upload);
   request.upload.clear();
   auto t_wait = Clock::now();
   admit(policy);
