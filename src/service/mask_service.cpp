@@ -66,7 +66,11 @@ MaskAnswer render(Pipeline& pipeline, const MaskRequest& request, const DecodedI
 }  // namespace
 
 MaskService::MaskService(ServiceConfig config, KeyStore* keys, Admission& admission, std::function<Pipeline*()> pipeline)
-    : config_(std::move(config)), keys_(keys), admission_(admission), pipeline_(std::move(pipeline)) {}
+    : config_(std::move(config)),
+      keys_(keys),
+      admission_(admission),
+      pipeline_(std::move(pipeline)),
+      inference_(admission.max_active()) {}
 
 std::optional<KeyRecord> MaskService::authenticate(const std::string& api_key) const {
   if (!keys_) return std::nullopt;
@@ -135,8 +139,10 @@ MaskAnswer MaskService::run(MaskRequest request, const std::optional<KeyRecord>&
   auto t = Clock::now();
   DecodeLimits limits;
   limits.max_pixels = config_.max_pixels;
-  DecodedImage image = decode_image(bytes, limits);
-  MaskAnswer answer = render(*pipeline, request, image, ms_since(t), key ? std::to_string(key->id) : std::string());
+  MaskAnswer answer = inference_.run([&] {
+    DecodedImage image = decode_image(bytes, limits);
+    return render(*pipeline, request, image, ms_since(t), key ? std::to_string(key->id) : std::string());
+  });
   answer.fetch_ms = fetch_ms;
   answer.wait_ms = wait_ms;
 

@@ -13,6 +13,7 @@
 #include <vector>
 
 #include "maskmaker/maskmaker.hpp"
+#include "runtime/inference_threads.hpp"
 #include "service/admission.hpp"
 #include "service/api.hpp"
 #include "service/keys_db.hpp"
@@ -76,6 +77,7 @@ class MaskService {
   Admission& admission_;
   std::function<Pipeline*()> pipeline_;
   RateLimiter rate_limiter_;
+  rt::InferenceThreads inference_;  // one per admission slot: decode, run and render happen there
 };
 
 }  // namespace maskmaker::service

@@ -148,10 +148,10 @@ def test_overload_twice_capacity(loaded_server):
     assert all(h for s, _, h in results if s in (429, 503)), "a 429/503 without Retry-After"
     assert max(ok_lat) <= bound, f"admitted latency {max(ok_lat):.2f} s over the bound {bound:.2f} s"
     assert max(dt for _, dt, _ in results) < REQUEST_TIMEOUT_MS / 1000, "a request hung past its deadline"
-    # Bounded, not flat: under load more of the worker threads run an inference, and each glibc malloc arena they
-    # bring in (at most 8 per core) keeps what that inference freed. Clean-clone runs of 2026-11-30 measured the end
-    # at +0.9 % to +5.4 % and the peak at +6.7 % to +11.3 % of about 1 GB; the bounds leave about twice that. A
-    # per-request leak would grow with the several hundred requests and exceed them.
+    # Bounded, not flat. Inference runs on a fixed set of threads (one per admission slot), so the malloc arenas
+    # that keep what an inference freed are theirs only: +1.7 % at the end and peak in a loaded run of 2026-11-30
+    # (+0.9 to +5.4 % end, +6.7 to +11.3 % peak when any HTTP worker ran it). A per-request leak would grow with the
+    # several hundred requests and exceed these bounds.
     assert abs(end - baseline) <= 0.10 * baseline, FIGURES["overload"]["rss_kib"]
     # The peak also holds what the requests in flight hold at once (up to QUEUE + 1 admitted bodies, decoded
     # images and answers, and the turned-away bodies being read).
