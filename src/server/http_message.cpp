@@ -5,6 +5,7 @@
 #include <cctype>
 #include <cstdio>
 
+#include "runtime/ascii.hpp"
 #include "runtime/utf8.hpp"
 #include "server/http_detail.hpp"
 #include "server/http_server.hpp"
@@ -16,21 +17,9 @@ namespace http_detail {
 
 int hex_value(char c);
 
-bool iequals(std::string_view a, std::string_view b) {
-  return a.size() == b.size() &&
-         std::equal(a.begin(), a.end(), b.begin(), [](char x, char y) { return std::tolower((unsigned char)x) == std::tolower((unsigned char)y); });
-}
-
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-  return out;
-}
-
-std::string trim(std::string_view s) {
-  size_t b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");
-  return b == std::string_view::npos ? std::string() : std::string(s.substr(b, e - b + 1));
-}
+bool iequals(std::string_view a, std::string_view b) { return rt::ascii_iequals(a, b); }
+std::string lower(std::string_view s) { return rt::ascii_lower(s); }
+std::string trim(std::string_view s) { return std::string(rt::trim_blanks(s)); }
 
 int hex_value(char c) {
   if (c >= '0' && c <= '9') return c - '0';

@@ -5,6 +5,7 @@
 #include <set>
 
 #include "maskmaker/maskmaker.hpp"
+#include "runtime/ascii.hpp"
 #include "server/http_server.hpp"
 #include "service/request.hpp"
 
@@ -20,26 +21,15 @@ bool known_field(std::string_view name) { return find_param(name) != nullptr; }
   throw Error(ErrorCode::InvalidArgument, message, field);
 }
 
-std::string lower(std::string_view s) {
-  std::string out(s);
-  std::transform(out.begin(), out.end(), out.begin(), [](unsigned char c) { return char(std::tolower(c)); });
-  return out;
-}
-
-std::string_view trim(std::string_view s) {
-  size_t b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");
-  return b == std::string_view::npos ? std::string_view() : s.substr(b, e - b + 1);
-}
-
 // A parameter of a header value (`name="x"` in `form-data; name="x"; filename="y"`): quoted or a token.
 bool header_param(std::string_view value, std::string_view key, std::string& out) {
   size_t i = value.find(';');
   while (i != std::string_view::npos) {
-    std::string_view rest = trim(value.substr(i + 1));
+    std::string_view rest = rt::trim_blanks(value.substr(i + 1));
     size_t eq = rest.find('=');
     if (eq == std::string_view::npos) return false;
-    if (lower(trim(rest.substr(0, eq))) == key) {
-      std::string_view v = trim(rest.substr(eq + 1));
+    if (rt::ascii_lower(rt::trim_blanks(rest.substr(0, eq))) == key) {
+      std::string_view v = rt::trim_blanks(rest.substr(eq + 1));
       out.clear();
       if (!v.empty() && v[0] == '"') {
         for (size_t k = 1; k < v.size(); ++k) {
@@ -50,7 +40,7 @@ bool header_param(std::string_view value, std::string_view key, std::string& out
         return true;
       }
       size_t end = v.find(';');
-      out = std::string(trim(v.substr(0, end)));
+      out = std::string(rt::trim_blanks(v.substr(0, end)));
       return true;
     }
     // next parameter: skip a quoted value that may hold ';'
@@ -110,15 +100,15 @@ std::multimap<std::string, FormPart> parse_multipart(std::string_view body, std:
       line_start = line_end + 2;
       size_t colon = line.find(':');
       if (colon == std::string_view::npos) bad("a multipart part has a malformed header line");
-      std::string name = lower(trim(line.substr(0, colon)));
-      std::string_view value = trim(line.substr(colon + 1));
+      std::string name = rt::ascii_lower(rt::trim_blanks(line.substr(0, colon)));
+      std::string_view value = rt::trim_blanks(line.substr(colon + 1));
       if (name == "content-disposition") {
-        if (lower(value.substr(0, 9)) != "form-data") bad("a multipart part is not form-data");
+        if (rt::ascii_lower(value.substr(0, 9)) != "form-data") bad("a multipart part is not form-data");
         if (!header_param(value, "name", part.name)) bad("a multipart part has no name");
         header_param(value, "filename", part.filename);
         disposition = true;
       } else if (name == "content-type") {
-        part.content_type = lower(value);
+        part.content_type = rt::ascii_lower(value);
       }
     }
     if (!disposition || part.name.empty()) bad("a multipart part has no Content-Disposition name");

@@ -6,23 +6,20 @@
 
 #include <spdlog/spdlog.h>
 
+#include "runtime/ascii.hpp"
+
 namespace maskmaker::service {
 namespace {
 
 using Clock = std::chrono::steady_clock;
 double ms_since(Clock::time_point t) { return std::chrono::duration<double, std::milli>(Clock::now() - t).count(); }
 
-std::string trim(const std::string& s) {
-  auto b = s.find_first_not_of(" \t"), e = s.find_last_not_of(" \t");
-  return b == std::string::npos ? "" : s.substr(b, e - b + 1);
-}
-
 // A key's endpoint allow-list: "*" or comma-separated paths (spaces around them ignored).
 bool endpoint_allowed(const std::string& allow_list, const std::string& endpoint) {
-  if (trim(allow_list) == "*") return true;
+  if (rt::trim_blanks(allow_list) == "*") return true;
   std::stringstream ss(allow_list);
   for (std::string p; std::getline(ss, p, ',');)
-    if (trim(p) == endpoint) return true;
+    if (rt::trim_blanks(p) == endpoint) return true;
   return false;
 }
 

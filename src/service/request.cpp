@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "runtime/ascii.hpp"
 #include "runtime/utf8.hpp"
 #include "service/base64.hpp"
 #include "service/crop_params.hpp"
@@ -11,11 +12,6 @@ namespace maskmaker::service {
 namespace {
 
 using nlohmann::json;
-
-std::string lower(std::string s) {
-  std::transform(s.begin(), s.end(), s.begin(), ::tolower);
-  return s;
-}
 
 // Reads the parameters of one endpoint from a JSON object through the parameter table: the spec gives the type,
 // the range and the words of the error; a parameter the endpoint does not take is ignored, as unknown fields are.
@@ -55,7 +51,7 @@ class Reader {
     return checked_utf8(name, v->get<std::string>());
   }
   std::string choice(std::string_view name, const std::string& fallback) const {
-    std::string v = lower(text(name));
+    std::string v = rt::ascii_lower(text(name));
     if (v.empty()) return fallback;
     std::string_view choices = spec_of(name).choices;
     for (size_t start = 0; start <= choices.size();) {
@@ -240,12 +236,12 @@ json to_json(const MaskRequest& r) {
 }
 
 std::vector<uint8_t> resolve_image_bytes(const std::string& image, const FetchLimits& limits) {
-  std::string head = lower(image.substr(0, std::min<size_t>(image.size(), 16)));
+  std::string head = rt::ascii_lower(image.substr(0, std::min<size_t>(image.size(), 16)));
   if (head.rfind("http://", 0) == 0 || head.rfind("https://", 0) == 0) return fetch_url(image, limits);
   if (head.rfind("data:", 0) == 0) {
     size_t comma = image.find(',');
     if (comma == std::string::npos) throw Error(ErrorCode::InvalidArgument, "image data URI has no ',' before its data", "image");
-    std::string meta = lower(image.substr(5, comma - 5));
+    std::string meta = rt::ascii_lower(image.substr(5, comma - 5));
     if (meta.size() < 7 || meta.compare(meta.size() - 7, 7, ";base64") != 0)
       throw Error(ErrorCode::InvalidArgument, "image data URI must be base64-encoded (data:image/...;base64,...)", "image");
     auto bytes = base64_decode(std::string_view(image).substr(comma + 1));
@@ -256,7 +252,7 @@ std::vector<uint8_t> resolve_image_bytes(const std::string& image, const FetchLi
   }
   size_t scheme_end = image.find("://");
   if (scheme_end != std::string::npos && scheme_end < 16) {
-    throw Error(ErrorCode::ForbiddenUrl, "image URL scheme '" + lower(image.substr(0, scheme_end)) +
+    throw Error(ErrorCode::ForbiddenUrl, "image URL scheme '" + rt::ascii_lower(image.substr(0, scheme_end)) +
                                              "' is not allowed: use http(s), a data URI or base64", "image");
   }
   auto bytes = base64_decode(image);
