@@ -51,6 +51,13 @@ if dev_file.exists():
                   f"first row (new image): p50 {t['new image']['p50_ms']:.0f} ms, p95 {t['new image']['p95_ms']:.0f} ms; "
                   f"its later rows (another prompt): p50 {t['seen image']['p50_ms']:.0f} ms, "
                   f"p95 {t['seen image']['p95_ms']:.0f} ms."]
+    for extra in dev.get("manifests", [])[1:]:
+        name = Path(extra["manifest"]).name
+        te = extra.get("timing", {}).get("new image")
+        lines += ["", f"`{name}` ({extra['rows']} rows, same run): "
+                  + (f"mIoU {extra['miou_positive']:.3f}" if extra.get("positive_rows") else "no rows with a mask")
+                  + (f", negatives empty {100 * extra['negatives_empty']:.0f} %" if extra.get("negative_rows") else "")
+                  + (f"; a photo's first row p50 {te['p50_ms']:.0f} ms" if te else "") + "."]
 load_file = out_dir / "load.json"
 if load_file.exists():
     load = json.loads(load_file.read_text())

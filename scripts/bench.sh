@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Benchmarks. Full run: latency per stage (cold and warm), raw model times, the dev set's 199 rows (time per row
-# and mIoU), HTTP load at concurrency 1/2/4/8, then docs/performance.md's table is regenerated from out/bench/*.json.
+# Benchmarks. Full run: latency per stage (cold and warm), raw model times, the dev set's object and region
+# manifests (time per row and mIoU), HTTP load at concurrency 1/2/4/8, then docs/performance.md's table is regenerated from out/bench/*.json.
 # --short: a quick run that proves every benchmark works (CI); docs are left alone.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -18,5 +18,6 @@ fi
 "$BIN" bench latency -n 20 --prompt bus --warm-prompt person --json "$OUT/latency.json" "$SHARED/data/samples/bus.jpg"
 MASKMAKER_BIN="$BIN" /usr/bin/python3 bench/load.py --image "$SHARED/data/samples/bus.jpg" --requests 24 \
   --concurrency 1 2 4 8 --seconds 180 --json "$OUT/load.json"
-"$BIN" bench accuracy --manifest "$SHARED/data/dev/manifest.jsonl" --out "$OUT/dev-masks" --json "$OUT/devset.json"
+"$BIN" bench accuracy --manifest "$SHARED/data/dev/manifest.jsonl" "$SHARED/data/dev/manifest_stuff.jsonl" \
+  "$SHARED/data/dev/manifest_stuff_negatives.jsonl" --out "$OUT/dev-masks" --json "$OUT/devset.json"
 /usr/bin/python3 bench/report.py "$OUT"
