@@ -27,6 +27,7 @@ struct Route {
   HttpHandler handler;
   bool inline_io = false;
   HttpHeadHandler before_body;
+  bool takes_body = false;  // GET routes take none: a body sent to one is refused unread, never buffered
 };
 // The route for the request's method and path (GET also answers HEAD); fills req.matches. nullptr when none.
 const Route* match_route(const std::vector<Route>& get_routes, const std::vector<Route>& post_routes, HttpRequest& req);

@@ -218,6 +218,10 @@ struct HttpServer::Impl {
             answered = true;
           }
         }
+        if (!answered && unread_body && !route->takes_body) {
+          write_error(res, 413, "this endpoint takes no request body");
+          answered = true;
+        }
         if (!answered && route->before_body) {
           const HttpHeadHandler* check = &route->before_body;
           answered = co_await asio::co_spawn(workers.get_executor(),
@@ -452,7 +456,7 @@ void HttpServer::Get(const std::string& pattern, HttpHandler handler, bool inlin
   impl_->get_routes.push_back({std::regex(pattern), std::move(handler), inline_io});
 }
 void HttpServer::Post(const std::string& pattern, HttpHandler handler, HttpHeadHandler before_body) {
-  impl_->post_routes.push_back({std::regex(pattern), std::move(handler), false, std::move(before_body)});
+  impl_->post_routes.push_back({std::regex(pattern), std::move(handler), false, std::move(before_body), true});
 }
 
 bool HttpServer::bind(const std::string& host, int port) {

@@ -29,6 +29,7 @@ using namespace jobs_detail;
 std::string Jobs::Impl::enqueue(MaskRequest request, std::optional<int64_t> key_id) {
   std::vector<uint8_t> image = std::move(request.upload);
   request.upload.clear();
+  check_image_size(image.size(), ctx.masks->config().fetch);
   if (image.empty()) {
     if (is_http_url(request.image)) {
       check_url(request.image, ctx.masks->config().fetch);  // scheme, syntax, guard: 400 now; the fetch comes later

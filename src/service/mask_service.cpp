@@ -95,7 +95,10 @@ std::optional<KeyRecord> MaskService::authorise(const std::string& api_key, cons
 }
 
 std::vector<uint8_t> MaskService::resolve_image(const MaskRequest& request, double* fetch_ms) const {
-  if (!request.upload.empty()) return request.upload;
+  if (!request.upload.empty()) {
+    check_image_size(request.upload.size(), config_.fetch);
+    return request.upload;
+  }
   auto t = Clock::now();
   std::vector<uint8_t> bytes = resolve_image_bytes(request.image, config_.fetch);
   if (fetch_ms) *fetch_ms = ms_since(t);
@@ -126,6 +129,7 @@ MaskAnswer MaskService::run(MaskRequest request, const std::optional<KeyRecord>&
   if (!pipeline) throw Error(ErrorCode::NotReady, "the server is starting: models are loading");
   double fetch_ms = 0;
   // An upload is moved, not copied (up to --max-body-bytes per request).
+  if (!request.upload.empty()) check_image_size(request.upload.size(), config_.fetch);
   std::vector<uint8_t> bytes = request.upload.empty() ? resolve_image(request, &fetch_ms) : std::move(request.upload);
   request.upload.clear();
   auto t_wait = Clock::now();

@@ -235,6 +235,11 @@ json to_json(const MaskRequest& r) {
   return j;
 }
 
+void check_image_size(size_t bytes, const FetchLimits& limits) {
+  if (bytes > limits.max_bytes)
+    throw Error(ErrorCode::PayloadTooLarge, "image is larger than the limit of " + std::to_string(limits.max_bytes) + " bytes", "image");
+}
+
 std::vector<uint8_t> resolve_image_bytes(const std::string& image, const FetchLimits& limits) {
   std::string head = rt::ascii_lower(image.substr(0, std::min<size_t>(image.size(), 16)));
   if (head.rfind("http://", 0) == 0 || head.rfind("https://", 0) == 0) return fetch_url(image, limits);

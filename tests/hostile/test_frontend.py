@@ -519,6 +519,37 @@ def test_a_chunked_body_without_end_is_413_with_bounded_memory(front):
     g.check(got == 413, 413, got)
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/openapi.json", "/v2/requests/0123456789abcdef"])
+@pytest.mark.parametrize("framing", ["length", "chunked", "gzip"])
+def test_a_body_sent_to_a_get_route_is_refused_unread(front, path, framing):
+    """GET routes take no body: one announced on them is refused from the head (413), never buffered or inflated,
+    with or without a key."""
+    g = Guard(front, f"GET {path} with a {framing} body -> 413 unread")
+    size = 30 << 20
+    s = connect(front, timeout=30)
+    try:
+        head = b"GET %s HTTP/1.1\r\nHost: x\r\n" % path.encode()
+        if framing == "chunked":
+            head += b"Transfer-Encoding: chunked\r\n"
+        else:
+            head += b"Content-Length: %d\r\n" % size
+        if framing == "gzip":
+            head += b"Content-Encoding: gzip\r\n"
+        s.sendall(head + b"\r\n")
+        answer = read_answer(s)  # no body byte was sent
+    finally:
+        s.close()
+    got = status_of(answer)
+    ok = got == 413 and error_of(answer) == "this endpoint takes no request body" and b"Connection: close" in answer
+    g.check(ok, 413, got)
+    assert ok, answer[:300]
+
+
+def test_a_get_without_a_body_still_answers(front):
+    r = requests.get(front.url + "/healthz", headers={"Content-Length": "0"}, timeout=30)
+    assert r.status_code == 200, r.text
+
+
 def test_security_headers_on_every_answer(front):
     g = Guard(front, "security headers on answers (200, 404, 401, web page)")
     answers = [requests.get(front.url + "/healthz", timeout=30), requests.get(front.url + "/nope", timeout=30),

@@ -160,6 +160,17 @@ def test_inline_image_over_fetch_limit_is_413(private):
         assert_error(private.post(req(image)), 413, f"image is larger than the limit of {FETCH_MAX} bytes")
 
 
+@pytest.mark.parametrize("path", ["/v1/inpaint-mask-maker", "/v1/masks", "/v2/inpaint-mask-maker"])
+def test_uploaded_image_over_fetch_limit_is_413_as_inline(private, path):
+    """An upload is an inline image like base64: the same limit and the same 413 on every endpoint."""
+    blob = h.png_bytes(64, 40) + b"\0" * (FETCH_MAX + 1 - len(h.png_bytes(64, 40)))
+    r = private.post(data={"prompt": "unicorn"}, files={"image": ("big.png", blob, "image/png")}, path=path)
+    assert_error(r, 413, f"image is larger than the limit of {FETCH_MAX} bytes")
+    exact = blob[:FETCH_MAX]
+    r = private.post(data={"prompt": "unicorn"}, files={"image": ("exact.png", exact, "image/png")}, path=path)
+    assert r.status_code in (200, 202), r.text
+
+
 @pytest.mark.parametrize("code", [404, 403, 410, 500, 503])
 def test_upstream_error_status_is_502(private, upstream, code):
     assert_error(private.post(req(upstream.url(f"/status/{code}"))), 502, f"the image URL answered HTTP {code}")
