@@ -59,6 +59,8 @@ nlohmann::json to_json(const MaskRequest& request);
 // Nesting depth of a JSON text (brackets outside strings), to refuse pathological bodies before parsing.
 size_t json_nesting_depth(std::string_view text);
 constexpr size_t kMaxJsonDepth = 32;
+// Containers and values in one JSON body or form list (a request has a few dozen; phrase lists are capped far lower).
+constexpr size_t kMaxJsonValues = 10000;
 
 // One instance as every JSON answer shows it: phrase, label, score, box, area, and its mask unless None.
 enum class MaskEncoding { Rle, Png, None };

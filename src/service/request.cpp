@@ -104,6 +104,25 @@ void check_phrase_limits(const std::vector<std::string>& phrases, size_t bytes, 
                                                 " phrases; at most " + std::to_string(kMaxPhrases) + " are allowed", name);
 }
 
+// Parses a request's JSON without building what no parameter reads. With `table_fields_only`, a top-level field
+// the parameter table does not name is skipped as it is read (unknown fields are ignored, so they need not cost
+// memory: `"x":[{},{},...]` would cost ~20x its size as a tree); containers and values past kMaxJsonValues refuse the
+// body, so a kept field cannot grow a tree either. Nothing here recurses: depth is checked before.
+json parse_bounded(std::string_view text, bool table_fields_only, const std::string& what, const char* field) {
+  size_t items = 0;
+  auto callback = [&](int depth, json::parse_event_t event, json& parsed) -> bool {
+    if (event == json::parse_event_t::key)
+      return !table_fields_only || depth != 1 || find_param(parsed.get_ref<const std::string&>()) != nullptr;
+    if ((event == json::parse_event_t::value || event == json::parse_event_t::object_start ||
+         event == json::parse_event_t::array_start) &&
+        ++items > kMaxJsonValues)
+      throw Error(ErrorCode::InvalidArgument, what + " holds more than " + std::to_string(kMaxJsonValues) +
+                                                  " JSON values", field ? field : "");
+    return true;
+  };
+  return json::parse(text.begin(), text.end(), callback, /*allow_exceptions=*/false);
+}
+
 }  // namespace
 
 unsigned endpoint_api(Endpoint endpoint) {
@@ -137,7 +156,7 @@ MaskRequest parse_mask_request(std::string_view body, Endpoint endpoint) {
   if (body.empty()) throw Error(ErrorCode::InvalidArgument, "request body is empty: send a JSON object");
   if (json_nesting_depth(body) > kMaxJsonDepth)
     throw Error(ErrorCode::InvalidArgument, "request body is nested deeper than " + std::to_string(kMaxJsonDepth) + " levels");
-  json parsed = json::parse(body.begin(), body.end(), nullptr, /*allow_exceptions=*/false);
+  json parsed = parse_bounded(body, /*table_fields_only=*/true, "request body", nullptr);
   if (parsed.is_discarded()) throw Error(ErrorCode::InvalidArgument, "request body is not valid JSON");
   return parse_mask_request(parsed, endpoint);
 }
@@ -203,7 +222,7 @@ MaskRequest parse_mask_form(const std::vector<FormField>& fields, std::vector<ui
       if (json_nesting_depth(f.value) > kMaxJsonDepth)
         throw Error(ErrorCode::InvalidArgument, f.name + " is nested deeper than " + std::to_string(kMaxJsonDepth) +
                                                     " levels", f.name);
-      json parsed = json::parse(f.value, nullptr, /*allow_exceptions=*/false);
+      json parsed = parse_bounded(f.value, /*table_fields_only=*/false, f.name, f.name.c_str());
       if (parsed.is_discarded() || !parsed.is_array())
         throw Error(ErrorCode::InvalidArgument, f.name + " " + param_rule(*spec), f.name);
       value = std::move(parsed);
