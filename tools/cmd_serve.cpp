@@ -30,6 +30,12 @@ void register_serve(CLI::App& root, CommonOptions& common) {
       ->envname("MASKMAKER_FETCH_TIMEOUT_MS")->capture_default_str();
   serve->add_option("--fetch-max-bytes", cfg->fetch_max_bytes, "Largest image fetched from a URL (413 above)")
       ->envname("MASKMAKER_FETCH_MAX_BYTES")->capture_default_str();
+  serve->add_option("--max-fetches", cfg->max_fetches,
+                    "Image URLs being fetched at once for requests (503 above): slow hosts cannot hold every worker")
+      ->envname("MASKMAKER_MAX_FETCHES")->check(CLI::Range(1, 4096))->capture_default_str();
+  serve->add_option("--max-fetches-per-key", cfg->max_fetches_per_key,
+                    "Image URLs being fetched at once for one key's requests (429 above)")
+      ->envname("MASKMAKER_MAX_FETCHES_PER_KEY")->check(CLI::Range(1, 4096))->capture_default_str();
   serve->add_option("--request-timeout-ms", cfg->request_timeout_ms, "Longest wait for a free worker (504 after)")
       ->envname("MASKMAKER_REQUEST_TIMEOUT_MS")->capture_default_str();
   serve->add_option("--max-header-bytes", cfg->max_header_bytes, "Largest request line + headers (431 above)")

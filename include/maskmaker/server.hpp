@@ -17,6 +17,8 @@ struct ServerConfig {
   int64_t max_pixels = 50'000'000;
   long fetch_timeout_ms = 15000;
   size_t fetch_max_bytes = 20 * 1024 * 1024;
+  int max_fetches = 16;             // image URLs being fetched at once for requests; beyond -> 503
+  int max_fetches_per_key = 4;      // ... for one key's requests; beyond -> 429
   long request_timeout_ms = 60000;  // waiting for a slot past this -> 504
   std::string keys_db;              // empty = open access
   double rate_limit_per_minute = 0; // default per-key rate (0 = unlimited); a key's own rate overrides it

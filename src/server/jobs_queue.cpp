@@ -14,15 +14,6 @@
 #include "service/url_fetch.hpp"
 
 namespace maskmaker::server {
-namespace {
-
-bool is_http_url(const std::string& s) {
-  std::string head = s.substr(0, std::min<size_t>(s.size(), 8));
-  std::transform(head.begin(), head.end(), head.begin(), ::tolower);
-  return head.rfind("http://", 0) == 0 || head.rfind("https://", 0) == 0;
-}
-
-}  // namespace
 
 using namespace jobs_detail;
 
@@ -31,7 +22,7 @@ std::string Jobs::Impl::enqueue(MaskRequest request, std::optional<int64_t> key_
   request.upload.clear();
   check_image_size(image.size(), ctx.masks->config().fetch);
   if (image.empty()) {
-    if (is_http_url(request.image)) {
+    if (is_image_url(request.image)) {
       check_url(request.image, ctx.masks->config().fetch);  // scheme, syntax, guard: 400 now; the fetch comes later
     } else {
       image = ctx.masks->resolve_image(request);  // data URI or base64: 400/413 as /v1

@@ -113,6 +113,8 @@ class Service {
     service_config.fetch.max_bytes = config.fetch_max_bytes;
     service_config.rate_limit_per_minute = config.rate_limit_per_minute;
     service_config.rate_burst = config.rate_burst;
+    service_config.max_fetches = config.max_fetches;
+    service_config.max_fetches_per_key = config.max_fetches_per_key;
     masks_ = std::make_unique<MaskService>(service_config, keys_.get(), admission_,
                                            [this]() -> Pipeline* { return ready_ ? pipeline_.get() : nullptr; });
     metrics_.ready.Add({}).Set(0);
@@ -417,8 +419,9 @@ int run_server(const ServerConfig& config) {
   limits.body_read_timeout = std::chrono::milliseconds(config.body_read_timeout_ms);
   limits.keep_alive_timeout = std::chrono::milliseconds(config.keep_alive_timeout_ms);
   limits.io_threads = 2;
-  // Handlers block (admission queue, URL fetches, the keys database): one thread per request that can be held.
-  limits.worker_threads = config.max_concurrent + config.queue_length + 8;
+  // Handlers block (admission queue, URL fetches, the keys database): one thread per request that can be held,
+  // and 8 more for what is answered at once (health, job polls, refusals).
+  limits.worker_threads = config.max_concurrent + config.queue_length + config.max_fetches + 8;
   HttpServer svr(limits);
   svr.set_default_headers({{"X-Content-Type-Options", "nosniff"},
                            {"X-Frame-Options", "DENY"},

@@ -67,6 +67,7 @@ MaskService::MaskService(ServiceConfig config, KeyStore* keys, Admission& admiss
       keys_(keys),
       admission_(admission),
       pipeline_(std::move(pipeline)),
+      fetches_(config_.max_fetches, config_.max_fetches_per_key),
       inference_(admission.max_active()) {}
 
 std::optional<KeyRecord> MaskService::authenticate(const std::string& api_key) const {
@@ -130,7 +131,16 @@ MaskAnswer MaskService::run(MaskRequest request, const std::optional<KeyRecord>&
   double fetch_ms = 0;
   // An upload is moved, not copied (up to --max-body-bytes per request).
   if (!request.upload.empty()) check_image_size(request.upload.size(), config_.fetch);
-  std::vector<uint8_t> bytes = request.upload.empty() ? resolve_image(request, &fetch_ms) : std::move(request.upload);
+  std::vector<uint8_t> bytes;
+  if (!request.upload.empty()) {
+    bytes = std::move(request.upload);
+  } else if (policy.background) {  // job workers: a fixed few, already bounded
+    bytes = resolve_image(request, &fetch_ms);
+  } else {
+    std::optional<FetchSlot> slot;
+    if (is_image_url(request.image)) slot.emplace(fetches_, key ? std::optional<int64_t>(key->id) : std::nullopt);
+    bytes = resolve_image(request, &fetch_ms);
+  }
   request.upload.clear();
   auto t_wait = Clock::now();
   admit(policy);

@@ -16,6 +16,7 @@
 #include "runtime/inference_threads.hpp"
 #include "service/admission.hpp"
 #include "service/api.hpp"
+#include "service/fetch_slots.hpp"
 #include "service/keys_db.hpp"
 #include "service/rate_limit.hpp"
 #include "maskmaker/service.hpp"
@@ -29,6 +30,8 @@ struct ServiceConfig {
   FetchLimits fetch;
   double rate_limit_per_minute = 0;  // default per-key rate (0 = unlimited); a key's own rate overrides it
   double rate_burst = 10;
+  int max_fetches = 16;          // image URLs being fetched at once by requests (503 past it)
+  int max_fetches_per_key = 4;   // ... by one key's requests (429 past it)
 };
 
 // How a run gets its inference slot.
@@ -77,6 +80,7 @@ class MaskService {
   Admission& admission_;
   std::function<Pipeline*()> pipeline_;
   RateLimiter rate_limiter_;
+  FetchSlots fetches_;
   rt::InferenceThreads inference_;  // one per admission slot: decode, run and render happen there
 };
 

@@ -259,10 +259,14 @@ void check_image_size(size_t bytes, const FetchLimits& limits) {
     throw Error(ErrorCode::PayloadTooLarge, "image is larger than the limit of " + std::to_string(limits.max_bytes) + " bytes", "image");
 }
 
+bool is_image_url(const std::string& image) {
+  std::string head = rt::ascii_lower(image.substr(0, std::min<size_t>(image.size(), 8)));
+  return head.rfind("http://", 0) == 0 || head.rfind("https://", 0) == 0;
+}
+
 std::vector<uint8_t> resolve_image_bytes(const std::string& image, const FetchLimits& limits) {
-  std::string head = rt::ascii_lower(image.substr(0, std::min<size_t>(image.size(), 16)));
-  if (head.rfind("http://", 0) == 0 || head.rfind("https://", 0) == 0) return fetch_url(image, limits);
-  if (head.rfind("data:", 0) == 0) {
+  if (is_image_url(image)) return fetch_url(image, limits);
+  if (rt::ascii_lower(image.substr(0, std::min<size_t>(image.size(), 5))) == "data:") {
     size_t comma = image.find(',');
     if (comma == std::string::npos) throw Error(ErrorCode::InvalidArgument, "image data URI has no ',' before its data", "image");
     std::string meta = rt::ascii_lower(image.substr(5, comma - 5));

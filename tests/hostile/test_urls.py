@@ -102,3 +102,78 @@ def test_urls_redirect_private_refused_on_strict(strict, upstream):
 def test_urls_health(strict, private):
     health(strict, FAMILY)
     health(private, FAMILY + " (private)")
+
+
+def test_slow_image_hosts_cannot_hold_every_worker(tmp_path):
+    """Image URLs on a host that accepts and never answers: at most --max-fetches-per-key of one key's requests and
+    --max-fetches in all wait on it (429 and 503 past them, at once); health checks and job polls still answer while
+    they wait, and the held requests end in 504 without a charge."""
+    import socket
+    import subprocess
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+
+    from .common import BIN, Server, free_port
+
+    tarpit = socket.socket()
+    tarpit.bind(("127.0.0.1", 0))
+    tarpit.listen(64)
+    held_sockets = []
+    accepted = threading.Semaphore(0)
+
+    def accept_forever():
+        while True:
+            try:
+                conn, _ = tarpit.accept()
+            except OSError:
+                return
+            held_sockets.append(conn)
+            accepted.release()
+
+    threading.Thread(target=accept_forever, daemon=True).start()
+    db = tmp_path / "keys.db"
+
+    def add_key(name):
+        return subprocess.run([str(BIN), "keys", "--db", str(db), "add", name, "--credits", "10"], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    key_a, key_b = add_key("a"), add_key("b")
+    srv = Server("fetch-slots", "--keys-db", str(db), "--allow-private-urls", "--max-fetches", "3",
+                 "--max-fetches-per-key", "2", "--fetch-timeout-ms", "8000", "--queue-length", "2")
+    url = f"http://127.0.0.1:{tarpit.getsockname()[1]}/never.jpg"
+    pool = ThreadPoolExecutor(4)
+    try:
+        held = [pool.submit(srv.post, COMPAT, body(url), headers={"x-api-key": key_a}) for _ in range(2)]
+        for _ in range(2):
+            assert accepted.acquire(timeout=60), "the fetches never reached the host"
+        r = srv.post(COMPAT, body(url), headers={"x-api-key": key_a})
+        assert r.status_code == 429 and r.headers.get("Retry-After") == "1", r.text
+        assert r.json()["error"] == ("this API key has 2 image URLs being fetched already: retry when one is done")
+        held.append(pool.submit(srv.post, COMPAT, body(url), headers={"x-api-key": key_b}))
+        assert accepted.acquire(timeout=60)
+        r = srv.post(COMPAT, body(url), headers={"x-api-key": key_b})
+        assert r.status_code == 503 and r.headers.get("Retry-After"), r.text
+        assert r.json()["error"] == "the server is fetching as many image URLs as it may: retry shortly"
+        # With every fetch slot (and more than the queue's worth of threads) held, the server still answers.
+        assert requests.get(srv.url + "/readyz", timeout=60).status_code == 200
+        assert requests.get(srv.url + "/v2/requests/0123456789abcdef0123456789abcdef", timeout=60,
+                            headers={"x-api-key": key_b}).status_code == 404
+        assert not any(f.done() for f in held), "the held fetches ended before the checks: nothing was proven"
+        statuses = [f.result(timeout=120).status_code for f in held]
+        assert statuses == [504, 504, 504], statuses
+        keys = subprocess.run([str(BIN), "keys", "--db", str(db), "list"], check=True, capture_output=True,
+                              text=True).stdout.splitlines()[1:]
+        assert [(row.split()[3], row.split()[4]) for row in keys] == [("10", "0"), ("10", "0")], keys  # nothing charged
+        # The slots are free again: the next fetch of key a reaches the host.
+        again = pool.submit(srv.post, COMPAT, body(url), headers={"x-api-key": key_a})
+        assert accepted.acquire(timeout=60)
+        assert again.result(timeout=120).status_code == 504
+        assert srv.alive()
+    finally:
+        srv.terminate()
+        tarpit.close()
+        for s in held_sockets:
+            s.close()
+        pool.shutdown(wait=False)
