@@ -31,8 +31,7 @@ using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 constexpr int kMaxAttempts = 2;           // a job whose process died while running it is run once more, then FAILED
-constexpr double kStaleHeartbeatS = 30;   // a PROCESSING job untouched this long belongs to a dead process
-constexpr double kHeartbeatEveryS = 5;
+constexpr double kHeartbeatEveryS = 5;    // at most; a third of --jobs-lease-s when that is shorter
 constexpr double kTombstoneS = 86400;     // an expired id answers "expired" this long, then it is unknown
 inline const char* const kRequestsPrefix = "/v2/requests/";
 

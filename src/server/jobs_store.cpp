@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "maskmaker/maskmaker.hpp"
+#include "maskmaker/keys.hpp"
 #include "service/sqlite_stmt.hpp"
 
 namespace maskmaker::server {
@@ -388,10 +389,8 @@ void SqliteJobStore::set_webhook(const std::string& id, WebhookState state) {
   st.bind(1, int64_t(state)).bind(2, id).step();
 }
 
-std::unique_ptr<JobStore> open_job_store(const std::string& path_or_url, bool open_now) {
-  if (path_or_url.rfind("postgresql://", 0) == 0 || path_or_url.rfind("postgres://", 0) == 0)
-    throw Error(ErrorCode::InvalidArgument,
-                "--jobs-db: a PostgreSQL job store is not available yet; give a SQLite file");
+std::unique_ptr<JobStore> open_job_store(const std::string& path_or_url, bool open_now, int connections) {
+  if (service::is_postgres_url(path_or_url)) return open_pg_job_store(path_or_url, connections);
   return std::make_unique<SqliteJobStore>(path_or_url, open_now);
 }
 

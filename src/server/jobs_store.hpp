@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -61,8 +62,8 @@ struct QueueLimits {
 };
 
 // Every database failure throws Error: StorageUnavailable (503, logged) for what passes (busy, locked, disk full,
-// I/O error, read-only, cannot open), Internal otherwise. The jobs use only this interface: a backend shared by
-// several machines (PostgreSQL, issue 17) implements the same contract.
+// I/O error, read-only, cannot open), Internal otherwise. The jobs use only this interface: the PostgreSQL backend,
+// shared by several machines (jobs_store_pg.cpp), implements the same contract.
 class JobStore {
  public:
   virtual ~JobStore() = default;
@@ -118,6 +119,10 @@ class JobStore {
   // The deliveries `owner` holds and has not made: free for anyone at once (a clean stop).
   virtual void release_webhooks(const std::string& owner) = 0;
   virtual void set_webhook(const std::string& id, WebhookState state) = 0;
+
+  // Calls `on_queued`, from a thread of the store, when another process may have queued a job (PostgreSQL:
+  // LISTEN/NOTIFY); an empty function stops that. A backend without notifications does nothing: workers poll.
+  virtual void watch(std::function<void()> on_queued) { (void)on_queued; }
 };
 
 // The SQLite backend: one file, shared by the processes of one machine. The file is created 0600; one owned by
@@ -166,7 +171,12 @@ class SqliteJobStore final : public JobStore {
   std::mutex mutex_;
 };
 
-// postgresql:// URLs are not served yet (issue 17); anything else is a SQLite file.
-std::unique_ptr<JobStore> open_job_store(const std::string& path_or_url, bool open_now);
+// The PostgreSQL backend (jobs_store_pg.cpp): one table, maskmaker_jobs, shared by every replica; at most
+// `connections` pooled connections, plus one that listens for new jobs while watch() is on.
+std::unique_ptr<JobStore> open_pg_job_store(const std::string& url, int connections);
+
+// A postgresql:// (or postgres://) URL opens the PostgreSQL backend (connecting lazily); anything else is a
+// SQLite file.
+std::unique_ptr<JobStore> open_job_store(const std::string& path_or_url, bool open_now, int connections = 4);
 
 }  // namespace maskmaker::server
