@@ -76,6 +76,8 @@ struct Jobs::Impl {
   std::condition_variable wake;  // workers: a job was queued; the sweeper: stop
   uint64_t generation = 0;
   std::vector<std::thread> workers;
+  std::mutex running_mutex;
+  std::vector<std::string> running;  // the jobs this process's workers hold: heartbeated
   std::thread sweeper;
   std::unique_ptr<Webhooks> webhooks;
 

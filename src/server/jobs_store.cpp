@@ -269,11 +269,13 @@ std::vector<JobRow> SqliteJobStore::processing() {
   return out;
 }
 
-void SqliteJobStore::heartbeat(const std::string& owner, double now) {
+void SqliteJobStore::heartbeat(const std::string& owner, const std::vector<std::string>& ids, double now) {
   std::lock_guard lock(mutex_);
   if (!db_) return;
-  Stmt st(db_, "UPDATE jobs SET heartbeat_at = ? WHERE owner = ? AND status = 'PROCESSING'");
-  st.bind(1, now).bind(2, owner).step();
+  for (const std::string& id : ids) {
+    Stmt st(db_, "UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND owner = ? AND status = 'PROCESSING'");
+    st.bind(1, now).bind(2, id).bind(3, owner).step();
+  }
 }
 
 bool SqliteJobStore::recover(const std::string& id, const std::string& owner, int max_attempts, const std::string& error,

@@ -93,7 +93,9 @@ class JobStore {
 
   // PROCESSING rows (id, owner, heartbeat_at, attempts): for finding jobs whose process died.
   virtual std::vector<JobRow> processing() = 0;
-  virtual void heartbeat(const std::string& owner, double now) = 0;
+  // The jobs `owner` runs (`ids`): heartbeat_at = now. A PROCESSING row of `owner` that it does not run (its
+  // finish was lost with the database) is left to go stale, and so is recovered.
+  virtual void heartbeat(const std::string& owner, const std::vector<std::string>& ids, double now) = 0;
   // A dead owner's PROCESSING job: QUEUED again (true) when it has been taken fewer than `max_attempts` times,
   // else FAILED with `error`. Only when `owner` still holds it.
   virtual bool recover(const std::string& id, const std::string& owner, int max_attempts, const std::string& error,
@@ -149,7 +151,7 @@ class SqliteJobStore final : public JobStore {
   int64_t queue_position(const std::string& id) override;
   int64_t count(JobStatus status) override;
   std::vector<JobRow> processing() override;
-  void heartbeat(const std::string& owner, double now) override;
+  void heartbeat(const std::string& owner, const std::vector<std::string>& ids, double now) override;
   bool recover(const std::string& id, const std::string& owner, int max_attempts, const std::string& error,
                double now, bool& requeued) override;
   int64_t expire_finished_before(double cutoff, double now) override;

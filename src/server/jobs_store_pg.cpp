@@ -234,9 +234,14 @@ class PgJobStore final : public JobStore {
     return out;
   }
 
-  void heartbeat(const std::string& owner, double now) override {
-    exec(true, "UPDATE maskmaker_jobs SET heartbeat_at = $1::float8 WHERE owner = $2 AND status = 'PROCESSING'",
-         {num(now), owner});
+  void heartbeat(const std::string& owner, const std::vector<std::string>& ids, double now) override {
+    if (ids.empty()) return;
+    with(true, [&](PGconn* c) {
+      for (const std::string& id : ids)
+        run(c, "UPDATE maskmaker_jobs SET heartbeat_at = $1::float8 WHERE id = $2 AND owner = $3 "
+               "AND status = 'PROCESSING'",
+            {num(now), id, owner});
+    });
   }
 
   bool recover(const std::string& id, const std::string& owner, int max_attempts, const std::string& error,

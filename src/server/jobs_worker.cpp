@@ -164,6 +164,10 @@ void Jobs::Impl::worker_loop() {
           queued_gauge->Decrement();
           processing_gauge->Increment();
           const std::string id = job->id;
+          {
+            std::lock_guard lock(running_mutex);
+            running.push_back(id);
+          }
           try {
             run(std::move(*job));
           } catch (const std::exception& e) {  // the database failed: do not leave the job PROCESSING for ever
@@ -171,7 +175,12 @@ void Jobs::Impl::worker_loop() {
             try {
               if (store->fail(id, owner, "internal error (request id " + id + ")", "", unix_now())) refund_failed(id);
             } catch (const std::exception&) {
+              // Still PROCESSING: no longer heartbeated, it is recovered once the lease runs out.
             }
+          }
+          {
+            std::lock_guard lock(running_mutex);
+            running.erase(std::find(running.begin(), running.end(), id));
           }
           processing_gauge->Decrement();
           worked = true;
@@ -305,7 +314,12 @@ void Jobs::Impl::sweeper_loop() {
       if (store->is_open()) {
         const double now = unix_now();
         if (now - last_heartbeat >= heartbeat_every) {
-          store->heartbeat(owner, now);
+          std::vector<std::string> ids;
+          {
+            std::lock_guard lock(running_mutex);
+            ids = running;
+          }
+          store->heartbeat(owner, ids, now);
           last_heartbeat = now;
         }
         recover_dead(now);
@@ -338,7 +352,8 @@ bool Jobs::Impl::gone_here(const std::string& o) const {
 // Whether the process running a job has died: gone from this machine, or silent (no heartbeat) for longer than
 // the lease (the only sign there is of a process on another machine).
 bool Jobs::Impl::owner_dead(const JobRow& row, double now) const {
-  if (row.owner == owner) return false;
+  // One of ours that no worker runs (its finish was lost with the database) stops being heartbeated: stale too.
+  if (row.owner == owner) return now - row.heartbeat_at > config.jobs_lease_seconds;
   return gone_here(row.owner) || now - row.heartbeat_at > config.jobs_lease_seconds;
 }
 

@@ -177,29 +177,32 @@ def test_a_silent_owners_job_is_taken_over_retried_once_then_failed_with_its_cre
         done = submit(r.base, {"prompt": "dog", "image": upstream.url("/file/a.png")}, key).json()["request_id"]
         wait_for("a first job", lambda: get(r.base, done, key, True).json()["status"] == "COMPLETED", 120, r.log)
         assert key_row(postgres, db, "lease") == (9, 1)
-        # Three rows "running" on a machine that is not this one: two silent for 100 s (taken once, and twice
-        # already), one whose owner heartbeats (its heartbeat is in the future for the length of the test).
-        # Each charged, as a submit would have.
-        postgres.sql("UPDATE maskmaker_keys SET credits = credits - 3, used = used + 3 WHERE name = 'lease'", db)
+        # Rows "running" on a machine that is not this one: two silent for 100 s (taken once, and twice already),
+        # one whose owner heartbeats (its heartbeat is in the future for the length of the test); and one of this
+        # replica's own that none of its workers runs (its finish lost with the database), silent too. Each charged,
+        # as a submit would have.
+        me = postgres.sql(f"SELECT owner FROM maskmaker_jobs WHERE id = '{done}'", db)
+        postgres.sql("UPDATE maskmaker_keys SET credits = credits - 4, used = used + 4 WHERE name = 'lease'", db)
         for rid, attempts, owner, beat in (("silent1", 1, "elsewhere|1|a", -100), ("silent2", 2, "elsewhere|2|b", -100),
-                                           ("alive", 1, "elsewhere|3|c", 3600)):
+                                           ("alive", 1, "elsewhere|3|c", 3600), ("orphan", 1, me, -100)):
             postgres.sql("INSERT INTO maskmaker_jobs (id, key_id, status, request, attempts, owner, heartbeat_at, "
                          "started_at, created_at, charged) SELECT '%s', key_id, 'PROCESSING', request, %d, '%s', "
                          "extract(epoch FROM now()) + %d, extract(epoch FROM now()) - 100, "
                          "extract(epoch FROM now()) - 100, true FROM maskmaker_jobs WHERE id = '%s'"
                          % (rid, attempts, owner, beat, done), db)
-        wait_for("silent1 retried", lambda: get(r.base, "silent1", key, True).json()["status"] == "COMPLETED", 120,
-                 r.log)
+        for rid in ("silent1", "orphan"):
+            wait_for(f"{rid} retried", lambda: get(r.base, rid, key, True).json()["status"] == "COMPLETED", 120, r.log)
         failed = get(r.base, "silent2", key, True)
         assert failed.status_code == 422
         assert failed.json()["error"] == ("the server stopped while running this job, 2 times; it is not retried "
                                           "again")
         assert postgres.sql("SELECT attempts, split_part(owner, '|', 1) != 'elsewhere' FROM maskmaker_jobs "
                             "WHERE id = 'silent1'", db) == "2|t"
-        # silent2's credit came back once; silent1 and the first job are charged; the live owner's job is untouched.
-        wait_for("the refund", lambda: key_row(postgres, db, "lease") == (7, 3), 30, r.log)
+        assert postgres.sql("SELECT attempts FROM maskmaker_jobs WHERE id = 'orphan'", db) == "2"
+        # silent2's credit came back once; the completed jobs stay charged; the live owner's job is untouched.
+        wait_for("the refund", lambda: key_row(postgres, db, "lease") == (6, 4), 30, r.log)
         time.sleep(3)  # a few more sweeps: still one refund, and the heartbeating owner keeps its job
-        assert key_row(postgres, db, "lease") == (7, 3)
+        assert key_row(postgres, db, "lease") == (6, 4)
         assert get(r.base, "alive", key, True).json()["status"] == "PROCESSING"
         assert 'maskmaker_jobs_total{event="refunded"} 1' in requests.get(r.base + "/metrics", timeout=TIMEOUT).text
     finally:
