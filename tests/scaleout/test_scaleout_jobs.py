@@ -100,7 +100,7 @@ def test_200_jobs_spread_over_three_replicas_and_survive_a_kill9(postgres, nginx
     db = new_db(postgres)
     url = postgres.url(db)
     key = h.keys_cli(url, "add", "bulk", "--credits", "1000").stdout.strip()
-    replicas = start(3, url, "--jobs-per-key", "1000", "--jobs-lease-s", "3")
+    replicas = start(3, url, "--jobs-per-key", "1000")
     nginx = h.Nginx(nginx_bin, [r.port for r in replicas])
     logs = lambda: "\n".join(f"--- {r.name}\n{r.log()[-2000:]}" for r in replicas)  # noqa: E731
     try:
@@ -172,19 +172,20 @@ def test_a_silent_owners_job_is_taken_over_retried_once_then_failed_with_its_cre
     key = h.keys_cli(url, "add", "lease", "--credits", "10").stdout.strip()
     upstream = jh.Upstream()
     upstream.files["a.png"] = jh.png(7, 48)
-    (r,) = start(1, url, "--jobs-lease-s", "2", "--allow-private-urls")
+    (r,) = start(1, url, "--jobs-lease-s", "5", "--allow-private-urls")
     try:
         done = submit(r.base, {"prompt": "dog", "image": upstream.url("/file/a.png")}, key).json()["request_id"]
         wait_for("a first job", lambda: get(r.base, done, key, True).json()["status"] == "COMPLETED", 120, r.log)
         assert key_row(postgres, db, "lease") == (9, 1)
-        # Rows "running" on a machine that is not this one: two silent for 100 s (taken once, and twice already),
+        # Rows "running" on a machine that is not this one: two silent for 20 s, past the 5 s lease but within the
+        # default 30 s (taken once, and twice already),
         # one whose owner heartbeats (its heartbeat is in the future for the length of the test); and one of this
         # replica's own that none of its workers runs (its finish lost with the database), silent too. Each charged,
         # as a submit would have.
         me = postgres.sql(f"SELECT owner FROM maskmaker_jobs WHERE id = '{done}'", db)
         postgres.sql("UPDATE maskmaker_keys SET credits = credits - 4, used = used + 4 WHERE name = 'lease'", db)
-        for rid, attempts, owner, beat in (("silent1", 1, "elsewhere|1|a", -100), ("silent2", 2, "elsewhere|2|b", -100),
-                                           ("alive", 1, "elsewhere|3|c", 3600), ("orphan", 1, me, -100)):
+        for rid, attempts, owner, beat in (("silent1", 1, "elsewhere|1|a", -20), ("silent2", 2, "elsewhere|2|b", -20),
+                                           ("alive", 1, "elsewhere|3|c", 3600), ("orphan", 1, me, -20)):
             postgres.sql("INSERT INTO maskmaker_jobs (id, key_id, status, request, attempts, owner, heartbeat_at, "
                          "started_at, created_at, charged) SELECT '%s', key_id, 'PROCESSING', request, %d, '%s', "
                          "extract(epoch FROM now()) + %d, extract(epoch FROM now()) - 100, "
