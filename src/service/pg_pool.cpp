@@ -254,11 +254,11 @@ void PgPool::with_conn(bool retry, const std::function<void(PGconn*)>& fn) {
     bool pooled = false;
     try {
       conn = acquire(pooled);
-      {
+      if (!migrated_.load()) {
         std::lock_guard lock(migrate_mutex_);
-        if (!migrated_) {
+        if (!migrated_.load()) {
           migrate(conn);
-          migrated_ = true;
+          migrated_.store(true);
         }
       }
       fn(conn);

@@ -11,6 +11,7 @@
 //   StorageUnavailable too; other SQL errors are Internal.
 #pragma once
 
+#include <atomic>
 #include <condition_variable>
 #include <functional>
 #include <memory>
@@ -94,8 +95,8 @@ class PgPool {
   std::vector<PGconn*> idle_;
   int open_ = 0;
   std::string last_error_;
-  bool migrated_ = false;
-  std::mutex migrate_mutex_;
+  std::atomic<bool> migrated_{false};
+  std::mutex migrate_mutex_;  // one migration at a time in this process
 };
 
 }  // namespace maskmaker::service
