@@ -73,9 +73,10 @@ void register_serve(CLI::App& root, CommonOptions& common) {
                     "https://masks.example.com; default: from the request's Host (and X-Forwarded-Proto/-Host)")
       ->envname("MASKMAKER_PUBLIC_URL");
   serve->add_option("--jobs-db", cfg->jobs_db,
-                    "SQLite file of the asynchronous jobs (/v2); default: beside a SQLite --keys-db "
-                    "(keys.db -> keys-jobs.db), else jobs-<port>.db in $XDG_STATE_HOME/maskmaker "
-                    "(~/.local/state/maskmaker)")
+                    "Store of the asynchronous jobs (/v2): a SQLite file (one machine), or a postgresql:// URL shared "
+                    "by replicas (any replica takes and answers for any job). Default: a PostgreSQL --keys-db itself; "
+                    "beside a SQLite --keys-db (keys.db -> keys-jobs.db); else jobs-<port>.db in "
+                    "$XDG_STATE_HOME/maskmaker (~/.local/state/maskmaker)")
       ->envname("MASKMAKER_JOBS_DB");
   serve->add_option("--jobs-queue-length", cfg->jobs_queue_length, "Asynchronous jobs waiting before 503")
       ->envname("MASKMAKER_JOBS_QUEUE_LENGTH")->check(CLI::Range(0, 10000000))->capture_default_str();
@@ -93,6 +94,10 @@ void register_serve(CLI::App& root, CommonOptions& common) {
   serve->add_option("--jobs-max-result-bytes", cfg->jobs_max_result_bytes,
                     "Results of finished jobs kept, in bytes in all (the oldest expire first)")
       ->envname("MASKMAKER_JOBS_MAX_RESULT_BYTES")->check(CLI::Range(int64_t(1), INT64_MAX))->capture_default_str();
+  serve->add_option("--jobs-lease-s", cfg->jobs_lease_seconds,
+                    "A running job whose server has not heartbeated for this long (it died, on any machine) is "
+                    "taken over by another: queued again once, then FAILED")
+      ->envname("MASKMAKER_JOBS_LEASE_S")->check(CLI::Range(1.0, 3600.0))->capture_default_str();
   serve->callback([cfg, &common] {
     cfg->pipeline.models_dir = common.models;
     cfg->pipeline.device = common.device;

@@ -35,13 +35,15 @@ struct ServerConfig {
   long keep_alive_timeout_ms = 5000;          // idle keep-alive connections are closed after this
   size_t max_multipart_parts = 64;            // parts of a multipart/form-data body; 400 above
   // Asynchronous jobs (/v2, src/server/jobs.hpp)
-  std::string jobs_db;              // empty: beside a SQLite keys_db ("keys.db" -> "keys-jobs.db"), else private_state_dir()
+  std::string jobs_db;              // empty: the PostgreSQL keys_db itself, beside a SQLite keys_db
+                                    // ("keys.db" -> "keys-jobs.db"), else private_state_dir()
   int jobs_queue_length = 1000;     // jobs waiting; beyond -> 503
   int jobs_per_key = 32;            // unfinished jobs of one key; beyond -> 429
   int64_t jobs_bytes_per_key = int64_t(256) * 1024 * 1024;  // their inline images' bytes; beyond -> 429
   long jobs_webhook_timeout_ms = 10000;  // one webhook try, DNS included
   int64_t jobs_ttl_seconds = 3600;  // finished jobs are kept this long
   int64_t jobs_max_result_bytes = int64_t(512) * 1024 * 1024;  // results kept, in all (the oldest go first)
+  double jobs_lease_seconds = 30;   // a running job whose process has not heartbeated this long is taken over
 };
 
 // Runs until SIGTERM/SIGINT; returns the process exit code.

@@ -60,6 +60,7 @@ std::string job_route_label(const std::string& path) {
 
 std::string Jobs::database_path(const ServerConfig& config) {
   if (!config.jobs_db.empty()) return config.jobs_db;
+  if (is_postgres_url(config.keys_db)) return config.keys_db;  // replicas sharing keys share the jobs too
   if (!config.keys_db.empty() && !is_postgres_url(config.keys_db)) {
     const std::string& k = config.keys_db;
     if (k.size() > 3 && k.compare(k.size() - 3, 3, ".db") == 0) return k.substr(0, k.size() - 3) + "-jobs.db";

@@ -7,14 +7,14 @@
 // The request is validated when it is submitted (every 400 of the synchronous endpoint, image URL guard
 // included), and its credit taken then (given back if the job fails); what can only fail later (fetching the URL,
 // decoding) makes a FAILED job. Each key may have a bounded share of the queue (--jobs-per-key, --jobs-bytes-per-key:
-// 429). Jobs live in a job store (jobs_store.hpp; SQLite): they survive restarts. Workers (one per
+// 429). Jobs live in a job store (jobs_store.hpp; SQLite, or PostgreSQL shared by replicas): they survive restarts. Workers (one per
 // --max-concurrent slot) take them in order of submission and run them through the server's admission control with
 // a lower priority than synchronous requests: a job starts only when a slot is free and no synchronous request
 // waits for one. Finished jobs are kept --jobs-ttl-seconds, and their results at most --jobs-max-result-bytes in
 // all (the oldest go first). A webhook, when the body names one, is sent when the job ends (webhooks.hpp).
 //
 // The code: jobs.cpp (these routes), jobs_queue.cpp (submit), jobs_worker.cpp (workers, recovery, expiry),
-// webhooks.cpp, jobs_store.cpp; jobs_impl.hpp is what they share.
+// webhooks.cpp, jobs_store.cpp (SQLite), jobs_store_pg.cpp (PostgreSQL); jobs_impl.hpp is what they share.
 #pragma once
 
 #include <cstdint>
@@ -60,8 +60,9 @@ class Jobs {
   // synchronous endpoint would refuse (400, 413), and Overloaded (503) when the job queue is full.
   void submit(const HttpRequest& req, HttpResponse& res, MaskRequest request, std::optional<int64_t> key_id);
 
-  // Where the jobs are kept: --jobs-db; else beside a SQLite --keys-db ("keys.db" -> "keys-jobs.db"); else
-  // (no keys, or keys in PostgreSQL) jobs-<port>.db in a private folder (jobs_store.hpp: private_state_dir).
+  // Where the jobs are kept: --jobs-db; else a PostgreSQL --keys-db itself (table maskmaker_jobs); else beside a
+  // SQLite --keys-db ("keys.db" -> "keys-jobs.db"); else (no keys) jobs-<port>.db in a private folder
+  // (jobs_store.hpp: private_state_dir).
   static std::string database_path(const ServerConfig& config);
 
  private:

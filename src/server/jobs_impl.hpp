@@ -31,8 +31,7 @@ using nlohmann::json;
 using Clock = std::chrono::steady_clock;
 
 constexpr int kMaxAttempts = 2;           // a job whose process died while running it is run once more, then FAILED
-constexpr double kStaleHeartbeatS = 30;   // a PROCESSING job untouched this long belongs to a dead process
-constexpr double kHeartbeatEveryS = 5;
+constexpr double kHeartbeatEveryS = 5;    // at most; a third of --jobs-lease-s when that is shorter
 constexpr double kTombstoneS = 86400;     // an expired id answers "expired" this long, then it is unknown
 inline const char* const kRequestsPrefix = "/v2/requests/";
 
@@ -77,6 +76,8 @@ struct Jobs::Impl {
   std::condition_variable wake;  // workers: a job was queued; the sweeper: stop
   uint64_t generation = 0;
   std::vector<std::thread> workers;
+  std::mutex running_mutex;
+  std::vector<std::string> running;  // the jobs this process's workers hold: heartbeated
   std::thread sweeper;
   std::unique_ptr<Webhooks> webhooks;
 

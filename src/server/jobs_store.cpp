@@ -7,6 +7,7 @@
 #include <spdlog/spdlog.h>
 
 #include "maskmaker/maskmaker.hpp"
+#include "maskmaker/keys.hpp"
 #include "service/sqlite_stmt.hpp"
 
 namespace maskmaker::server {
@@ -268,11 +269,13 @@ std::vector<JobRow> SqliteJobStore::processing() {
   return out;
 }
 
-void SqliteJobStore::heartbeat(const std::string& owner, double now) {
+void SqliteJobStore::heartbeat(const std::string& owner, const std::vector<std::string>& ids, double now) {
   std::lock_guard lock(mutex_);
   if (!db_) return;
-  Stmt st(db_, "UPDATE jobs SET heartbeat_at = ? WHERE owner = ? AND status = 'PROCESSING'");
-  st.bind(1, now).bind(2, owner).step();
+  for (const std::string& id : ids) {
+    Stmt st(db_, "UPDATE jobs SET heartbeat_at = ? WHERE id = ? AND owner = ? AND status = 'PROCESSING'");
+    st.bind(1, now).bind(2, id).bind(3, owner).step();
+  }
 }
 
 bool SqliteJobStore::recover(const std::string& id, const std::string& owner, int max_attempts, const std::string& error,
@@ -388,10 +391,8 @@ void SqliteJobStore::set_webhook(const std::string& id, WebhookState state) {
   st.bind(1, int64_t(state)).bind(2, id).step();
 }
 
-std::unique_ptr<JobStore> open_job_store(const std::string& path_or_url, bool open_now) {
-  if (path_or_url.rfind("postgresql://", 0) == 0 || path_or_url.rfind("postgres://", 0) == 0)
-    throw Error(ErrorCode::InvalidArgument,
-                "--jobs-db: a PostgreSQL job store is not available yet; give a SQLite file");
+std::unique_ptr<JobStore> open_job_store(const std::string& path_or_url, bool open_now, int connections) {
+  if (service::is_postgres_url(path_or_url)) return open_pg_job_store(path_or_url, connections);
   return std::make_unique<SqliteJobStore>(path_or_url, open_now);
 }
 

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -61,8 +62,8 @@ struct QueueLimits {
 };
 
 // Every database failure throws Error: StorageUnavailable (503, logged) for what passes (busy, locked, disk full,
-// I/O error, read-only, cannot open), Internal otherwise. The jobs use only this interface: a backend shared by
-// several machines (PostgreSQL, issue 17) implements the same contract.
+// I/O error, read-only, cannot open), Internal otherwise. The jobs use only this interface: the PostgreSQL backend,
+// shared by several machines (jobs_store_pg.cpp), implements the same contract.
 class JobStore {
  public:
   virtual ~JobStore() = default;
@@ -92,7 +93,9 @@ class JobStore {
 
   // PROCESSING rows (id, owner, heartbeat_at, attempts): for finding jobs whose process died.
   virtual std::vector<JobRow> processing() = 0;
-  virtual void heartbeat(const std::string& owner, double now) = 0;
+  // The jobs `owner` runs (`ids`): heartbeat_at = now. A PROCESSING row of `owner` that it does not run (its
+  // finish was lost with the database) is left to go stale, and so is recovered.
+  virtual void heartbeat(const std::string& owner, const std::vector<std::string>& ids, double now) = 0;
   // A dead owner's PROCESSING job: QUEUED again (true) when it has been taken fewer than `max_attempts` times,
   // else FAILED with `error`. Only when `owner` still holds it.
   virtual bool recover(const std::string& id, const std::string& owner, int max_attempts, const std::string& error,
@@ -118,6 +121,10 @@ class JobStore {
   // The deliveries `owner` holds and has not made: free for anyone at once (a clean stop).
   virtual void release_webhooks(const std::string& owner) = 0;
   virtual void set_webhook(const std::string& id, WebhookState state) = 0;
+
+  // Calls `on_queued`, from a thread of the store, when another process may have queued a job (PostgreSQL:
+  // LISTEN/NOTIFY); an empty function stops that. A backend without notifications does nothing: workers poll.
+  virtual void watch(std::function<void()> on_queued) { (void)on_queued; }
 };
 
 // The SQLite backend: one file, shared by the processes of one machine. The file is created 0600; one owned by
@@ -144,7 +151,7 @@ class SqliteJobStore final : public JobStore {
   int64_t queue_position(const std::string& id) override;
   int64_t count(JobStatus status) override;
   std::vector<JobRow> processing() override;
-  void heartbeat(const std::string& owner, double now) override;
+  void heartbeat(const std::string& owner, const std::vector<std::string>& ids, double now) override;
   bool recover(const std::string& id, const std::string& owner, int max_attempts, const std::string& error,
                double now, bool& requeued) override;
   int64_t expire_finished_before(double cutoff, double now) override;
@@ -166,7 +173,12 @@ class SqliteJobStore final : public JobStore {
   std::mutex mutex_;
 };
 
-// postgresql:// URLs are not served yet (issue 17); anything else is a SQLite file.
-std::unique_ptr<JobStore> open_job_store(const std::string& path_or_url, bool open_now);
+// The PostgreSQL backend (jobs_store_pg.cpp): one table, maskmaker_jobs, shared by every replica; at most
+// `connections` pooled connections, plus one that listens for new jobs while watch() is on.
+std::unique_ptr<JobStore> open_pg_job_store(const std::string& url, int connections);
+
+// A postgresql:// (or postgres://) URL opens the PostgreSQL backend (connecting lazily); anything else is a
+// SQLite file.
+std::unique_ptr<JobStore> open_job_store(const std::string& path_or_url, bool open_now, int connections = 4);
 
 }  // namespace maskmaker::server

@@ -83,11 +83,13 @@ Jobs::Impl::Impl(const ServerConfig& c, JobsContext context) : config(c), ctx(st
   owner = host + "|" + std::to_string(getpid()) + "|" + random_hex(6);
   const std::string path = Jobs::database_path(config);
   // Opened now when it is configured or already there (jobs to resume); otherwise at the first submit.
-  bool open_now = !config.jobs_db.empty() || (!config.keys_db.empty() && !is_postgres_url(config.keys_db)) ||
-                  std::filesystem::exists(path);
-  store = open_job_store(path, open_now);
-  spdlog::info("jobs: kept in {} ({} s, {} result bytes at most, {} queued at most)", path, config.jobs_ttl_seconds,
-               config.jobs_max_result_bytes, config.jobs_queue_length);
+  bool open_now = !config.jobs_db.empty() || !config.keys_db.empty() || std::filesystem::exists(path);
+  // PostgreSQL: the workers (which hold a connection only to take or finish a job), the sweeper, webhooks and
+  // the GET routes share a pool of --max-concurrent + 3 connections.
+  store = open_job_store(path, open_now, std::max(1, config.max_concurrent) + 3);
+  spdlog::info("jobs: kept in {} ({} s, {} result bytes at most, {} queued at most, {} s lease)", store->describe(),
+               config.jobs_ttl_seconds, config.jobs_max_result_bytes, config.jobs_queue_length,
+               config.jobs_lease_seconds);
   register_metrics();
   Webhooks::Options hooks;
   hooks.allow_private = config.allow_private_urls;
@@ -125,9 +127,11 @@ void Jobs::Impl::start() {
   for (int i = 0; i < n; ++i) workers.emplace_back([this] { worker_loop(); });
   sweeper = std::thread([this] { sweeper_loop(); });
   webhooks->start();
+  store->watch([this] { notify_workers(); });  // jobs queued by other processes (PostgreSQL)
 }
 
 void Jobs::Impl::stop() {
+  store->watch(nullptr);
   {
     std::lock_guard lock(mutex);
     stopping.store(true);
@@ -160,6 +164,10 @@ void Jobs::Impl::worker_loop() {
           queued_gauge->Decrement();
           processing_gauge->Increment();
           const std::string id = job->id;
+          {
+            std::lock_guard lock(running_mutex);
+            running.push_back(id);
+          }
           try {
             run(std::move(*job));
           } catch (const std::exception& e) {  // the database failed: do not leave the job PROCESSING for ever
@@ -167,7 +175,12 @@ void Jobs::Impl::worker_loop() {
             try {
               if (store->fail(id, owner, "internal error (request id " + id + ")", "", unix_now())) refund_failed(id);
             } catch (const std::exception&) {
+              // Still PROCESSING: no longer heartbeated, it is recovered once the lease runs out.
             }
+          }
+          {
+            std::lock_guard lock(running_mutex);
+            running.erase(std::find(running.begin(), running.end(), id));
           }
           processing_gauge->Decrement();
           worked = true;
@@ -178,7 +191,8 @@ void Jobs::Impl::worker_loop() {
     }
     if (worked) continue;
     std::unique_lock lock(mutex);
-    // Woken by a submit in this process; every second anyway, for jobs queued by others sharing the database.
+    // Woken by a submit in this process or a notification from the store (PostgreSQL); every second anyway, for
+    // jobs queued by others sharing the database.
     wake.wait_for(lock, std::chrono::seconds(1), [&] { return stopping.load() || generation != seen; });
   }
 }
@@ -292,12 +306,20 @@ void Jobs::Impl::run(JobRow job) {
 // queue-depth gauges true (other processes may share the database).
 void Jobs::Impl::sweeper_loop() {
   double last_heartbeat = 0;
+  const double lease = config.jobs_lease_seconds;
+  const double heartbeat_every = std::min(kHeartbeatEveryS, lease / 3);
+  const auto pause = std::chrono::milliseconds(int64_t(std::min(1000.0, lease * 250)));
   while (!stopping) {
     try {
       if (store->is_open()) {
         const double now = unix_now();
-        if (now - last_heartbeat >= kHeartbeatEveryS) {
-          store->heartbeat(owner, now);
+        if (now - last_heartbeat >= heartbeat_every) {
+          std::vector<std::string> ids;
+          {
+            std::lock_guard lock(running_mutex);
+            ids = running;
+          }
+          store->heartbeat(owner, ids, now);
           last_heartbeat = now;
         }
         recover_dead(now);
@@ -312,7 +334,7 @@ void Jobs::Impl::sweeper_loop() {
       spdlog::warn("jobs: {}", e.what());
     }
     std::unique_lock lock(mutex);
-    wake.wait_for(lock, std::chrono::seconds(1), [&] { return stopping.load(); });
+    wake.wait_for(lock, pause, [&] { return stopping.load(); });
   }
 }
 
@@ -327,10 +349,12 @@ bool Jobs::Impl::gone_here(const std::string& o) const {
   return pid > 0 && (pid == long(getpid()) || (kill(pid_t(pid), 0) != 0 && errno == ESRCH));
 }
 
-// Whether the process running a job has died: gone from this machine, or silent (no heartbeat) for too long.
+// Whether the process running a job has died: gone from this machine, or silent (no heartbeat) for longer than
+// the lease (the only sign there is of a process on another machine).
 bool Jobs::Impl::owner_dead(const JobRow& row, double now) const {
-  if (row.owner == owner) return false;
-  return gone_here(row.owner) || now - row.heartbeat_at > kStaleHeartbeatS;
+  // One of ours that no worker runs (its finish was lost with the database) stops being heartbeated: stale too.
+  if (row.owner == owner) return now - row.heartbeat_at > config.jobs_lease_seconds;
+  return gone_here(row.owner) || now - row.heartbeat_at > config.jobs_lease_seconds;
 }
 
 void Jobs::Impl::recover_dead(double now) {

@@ -1,9 +1,6 @@
 #include "service/keys_pg.hpp"
 
-#include <poll.h>
-
 #include <algorithm>
-#include <cerrno>
 #include <chrono>
 #include <cstdio>
 #include <cmath>
@@ -18,87 +15,15 @@
 namespace maskmaker::service {
 namespace {
 
-// Thrown inside with_conn when the connection itself failed (as opposed to an SQL error).
-struct ConnectionLost {
-  std::string message;
-};
+using Result = PgResult;
+using Param = PgParam;
 
-// libpq's messages end in a newline and may span lines ("...failed: ...\n\tIs the server running..."): one line.
-std::string trim(std::string s) {
-  std::string out;
-  for (char ch : s) {
-    if (ch == '\n' || ch == '\t' || ch == '\r') ch = ' ';
-    if (ch == ' ' && (out.empty() || out.back() == ' ')) continue;
-    out += ch;
-  }
-  while (!out.empty() && out.back() == ' ') out.pop_back();
-  return out;
-}
-
-void ignore_notice(void*, const char*) {}  // "relation ... already exists, skipping" and the like
-
-using Result = std::unique_ptr<PGresult, decltype(&PQclear)>;
-using Param = std::optional<std::string>;
-
-// The longest a statement may take, on this side: above the server's statement_timeout (10 s), so that a slow
-// server cancels first; a server that stopped answering altogether (the TCP connection still up) is given up on.
-constexpr int kQueryTimeoutMs = 15000;
-
-// Waits for the statement's result without blocking past the deadline; nullptr with `timed_out` on a timeout.
-PGresult* wait_result(PGconn* conn, bool& timed_out) {
-  const auto deadline = std::chrono::steady_clock::now() + std::chrono::milliseconds(kQueryTimeoutMs);
-  timed_out = false;
-  while (PQisBusy(conn)) {
-    auto left = std::chrono::duration_cast<std::chrono::milliseconds>(deadline - std::chrono::steady_clock::now());
-    if (left.count() <= 0) {
-      timed_out = true;
-      return nullptr;
-    }
-    pollfd p{PQsocket(conn), POLLIN, 0};
-    int r = poll(&p, 1, int(left.count()));
-    if (r < 0 && errno != EINTR) return nullptr;
-    if (r > 0 && !PQconsumeInput(conn)) return nullptr;
-  }
-  PGresult* result = PQgetResult(conn);
-  while (PGresult* extra = PQgetResult(conn)) PQclear(extra);  // one statement: nothing more is expected
-  return result;
-}
-
-// One statement with text parameters (nullopt = NULL). SQL errors throw Error(Internal); a broken connection, or
-// one that gave no answer within kQueryTimeoutMs, throws ConnectionLost; a statement cancelled by the server's
-// statement_timeout, refused for lack of resources (disk full, out of memory, too many connections), by a read-only
-// (standby) server, by a lock or serialisation conflict, or failing I/O throws Error(StorageUnavailable) (503 +
-// Retry-After, nothing charged).
 Result run(PGconn* conn, const char* sql, const std::vector<Param>& params = {}) {
-  std::vector<const char*> values;
-  for (const auto& p : params) values.push_back(p ? p->c_str() : nullptr);
-  bool timed_out = false;
-  Result r(nullptr, &PQclear);
-  if (PQsendQueryParams(conn, sql, int(values.size()), nullptr, values.data(), nullptr, nullptr, 0))
-    r.reset(wait_result(conn, timed_out));
-  if (timed_out) throw ConnectionLost{"no answer within " + std::to_string(kQueryTimeoutMs / 1000) + " s"};
-  ExecStatusType st = r ? PQresultStatus(r.get()) : PGRES_FATAL_ERROR;
-  if (st == PGRES_COMMAND_OK || st == PGRES_TUPLES_OK) return r;
-  std::string message = trim(r ? PQresultErrorMessage(r.get()) : PQerrorMessage(conn));
-  if (message.empty()) message = trim(PQerrorMessage(conn));
-  if (!r || PQstatus(conn) == CONNECTION_BAD) throw ConnectionLost{message};
-  // The server ending our session (admin shutdown, crash recovery) is a connection problem too.
-  const std::string state = PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) ? PQresultErrorField(r.get(), PG_DIAG_SQLSTATE) : "";
-  if (state.rfind("57P", 0) == 0 || state.rfind("08", 0) == 0) throw ConnectionLost{message};
-  if (state == "57014" || state.rfind("53", 0) == 0 || state.rfind("58", 0) == 0 || state == "25006" ||
-      state == "40001" || state == "40P01" || state == "55P03" || state == "55006" || state.rfind("XX", 0) == 0) {
-    spdlog::error("keys database: {} (SQLSTATE {})", message, state);
-    throw Error(ErrorCode::StorageUnavailable, "the keys database is busy: retry shortly");
-  }
-  throw Error(ErrorCode::Internal, "keys database: " + message);
+  return pg_run(conn, "keys database", sql, params);
 }
-
-std::string str(const PGresult* r, int row, int col) { return PQgetvalue(r, row, col); }
-std::optional<int64_t> opt_int(const PGresult* r, int row, int col) {
-  if (PQgetisnull(r, row, col)) return std::nullopt;
-  return std::stoll(PQgetvalue(r, row, col));
-}
-Param opt_param(const std::optional<int64_t>& v) { return v ? Param(std::to_string(*v)) : std::nullopt; }
+std::string str(const PGresult* r, int row, int col) { return pg_str(r, row, col); }
+std::optional<int64_t> opt_int(const PGresult* r, int row, int col) { return pg_opt_int(r, row, col); }
+Param opt_param(const std::optional<int64_t>& v) { return v ? Param(std::to_string(*v)) : Param(std::nullopt); }
 
 constexpr const char* kColumns =
     "id, name, prefix, credits, used, disabled, rate_per_minute, endpoints, "
@@ -137,153 +62,19 @@ const char* const kMigrations[] = {
          key_id BIGINT PRIMARY KEY REFERENCES maskmaker_keys (id) ON DELETE CASCADE,
          tat DOUBLE PRECISION NOT NULL))",
 };
-constexpr int kSchemaVersion = int(sizeof kMigrations / sizeof kMigrations[0]);
-constexpr const char* kMigrationLock = "7157252013";  // pg_advisory_xact_lock key: "maskmaker schema"
 
 }  // namespace
 
-std::string PgKeyStore::redact(const std::string& url) {
-  std::string out = url;
-  size_t scheme = out.find("://");
-  if (scheme != std::string::npos) {
-    size_t start = scheme + 3;
-    size_t end = out.find_first_of("/?", start);
-    size_t at = out.rfind('@', end == std::string::npos ? std::string::npos : end);
-    if (at != std::string::npos && at >= start) {
-      size_t colon = out.find(':', start);
-      if (colon != std::string::npos && colon < at) out.replace(colon + 1, at - colon - 1, "***");
-    }
-  }
-  for (size_t p = out.find("password="); p != std::string::npos; p = out.find("password=", p + 1)) {
-    size_t v = p + 9, e = out.find('&', v);
-    out.replace(v, (e == std::string::npos ? out.size() : e) - v, "***");
-  }
-  return out;
-}
-
 PgKeyStore::PgKeyStore(const std::string& url, int max_connections)
-    : url_(url), redacted_(redact(url)), max_connections_(std::max(1, max_connections)) {
-  char* err = nullptr;
-  PQconninfoOption* options = PQconninfoParse(url.c_str(), &err);
-  if (!options) {
-    std::string msg = err ? trim(err) : "cannot parse it";
-    if (err) PQfreemem(err);
-    throw Error(ErrorCode::InvalidArgument, "bad PostgreSQL URL " + redacted_ + ": " + msg);
-  }
-  PQconninfoFree(options);
-}
+    : pool_(url, max_connections, "keys database", std::vector<const char*>(std::begin(kMigrations), std::end(kMigrations)),
+            "maskmaker_schema_version"),
+      redacted_(pool_.redacted()) {}
 
-PgKeyStore::~PgKeyStore() {
-  std::lock_guard lock(mutex_);
-  for (PGconn* c : idle_) PQfinish(c);
-  idle_.clear();
-}
+PgKeyStore::~PgKeyStore() = default;
 
-PGconn* PgKeyStore::acquire(bool& pooled) {
-  {
-    std::unique_lock lock(mutex_);
-    if (!available_.wait_for(lock, std::chrono::seconds(15),
-                             [&] { return !idle_.empty() || open_ < max_connections_; }))
-      throw Error(ErrorCode::StorageUnavailable, "keys database: every connection is busy; retry shortly");
-    if (!idle_.empty()) {
-      PGconn* c = idle_.back();
-      idle_.pop_back();
-      pooled = true;
-      return c;
-    }
-    ++open_;
-    pooled = false;
-  }
-  // Defaults first: the URL's own settings, expanded from "dbname", come later and win.
-  const char* keys[] = {"connect_timeout", "keepalives", "keepalives_idle", "keepalives_interval",
-                        "keepalives_count", "tcp_user_timeout", "application_name", "options", "dbname", nullptr};
-  const char* values[] = {"5", "1", "10", "5", "3", "15000", "maskmaker", "-c statement_timeout=10000", url_.c_str(),
-                          nullptr};
-  PGconn* c = PQconnectdbParams(keys, values, 1);
-  if (!c || PQstatus(c) != CONNECTION_OK) {
-    std::string msg = c ? trim(PQerrorMessage(c)) : "out of memory";
-    PQfinish(c);
-    {
-      std::lock_guard lock(mutex_);
-      --open_;
-    }
-    available_.notify_one();
-    throw ConnectionLost{msg};
-  }
-  PQsetNoticeProcessor(c, ignore_notice, nullptr);
-  return c;
-}
+std::string PgKeyStore::redact(const std::string& url) { return pg_redact(url); }
 
-void PgKeyStore::release(PGconn* conn, bool healthy) {
-  std::vector<PGconn*> drop;
-  {
-    std::lock_guard lock(mutex_);
-    if (healthy && PQstatus(conn) == CONNECTION_OK && PQtransactionStatus(conn) == PQTRANS_IDLE) {
-      idle_.push_back(conn);
-    } else {
-      drop.push_back(conn);
-      // One connection lost usually means all were (the server restarted): do not hand out the others.
-      if (!healthy) drop.insert(drop.end(), idle_.begin(), idle_.end()), idle_.clear();
-      open_ -= int(drop.size());
-    }
-  }
-  for (PGconn* c : drop) PQfinish(c);
-  available_.notify_all();
-}
-
-void PgKeyStore::migrate(PGconn* conn) {
-  run(conn, "BEGIN");
-  try {
-    run(conn, "SELECT pg_advisory_xact_lock($1::bigint)", {std::string(kMigrationLock)});
-    run(conn, "CREATE TABLE IF NOT EXISTS maskmaker_schema_version (version INTEGER NOT NULL)");
-    Result r = run(conn, "SELECT COALESCE(MAX(version), 0) FROM maskmaker_schema_version");
-    int version = std::stoi(str(r.get(), 0, 0));
-    for (int v = version; v < kSchemaVersion; ++v) run(conn, kMigrations[v]);
-    if (version < kSchemaVersion) {
-      run(conn, "DELETE FROM maskmaker_schema_version");
-      run(conn, "INSERT INTO maskmaker_schema_version (version) VALUES ($1::int)", {std::to_string(kSchemaVersion)});
-      spdlog::info("keys database {}: schema migrated from version {} to {}", redacted_, version, kSchemaVersion);
-    } else if (version > kSchemaVersion) {
-      spdlog::warn("keys database {}: schema version {} is newer than this binary's {}", redacted_, version,
-                   kSchemaVersion);
-    }
-    run(conn, "COMMIT");
-  } catch (const Error&) {
-    PQclear(PQexec(conn, "ROLLBACK"));
-    throw;
-  }
-}
-
-void PgKeyStore::with_conn(bool retry, const std::function<void(PGconn*)>& fn) {
-  for (int attempt = 0;; ++attempt) {
-    PGconn* conn = nullptr;
-    bool pooled = false;
-    try {
-      conn = acquire(pooled);
-      if (!migrated_.load()) {
-        migrate(conn);
-        migrated_.store(true);
-      }
-      fn(conn);
-      release(conn, true);
-      return;
-    } catch (const ConnectionLost& e) {
-      if (conn) release(conn, false);
-      // A pooled connection may have gone stale (the server restarted): once more on a fresh one.
-      if (retry && pooled && attempt == 0) continue;
-      {
-        std::lock_guard lock(mutex_);
-        last_error_ = e.message;
-      }
-      spdlog::warn("keys database {} is unreachable: {}", redacted_, e.message);
-      // The details (addresses) go to the log and /readyz, not to API clients.
-      throw Error(ErrorCode::StorageUnavailable, "the keys database is unreachable: retry shortly");
-    } catch (...) {
-      if (conn) release(conn, true);
-      throw;
-    }
-  }
-}
+void PgKeyStore::with_conn(bool retry, const std::function<void(PGconn*)>& fn) { pool_.with_conn(retry, fn); }
 
 std::pair<std::string, KeyRecord> PgKeyStore::add(const std::string& name, std::optional<int64_t> credits,
                                                   std::optional<int64_t> rate, const std::string& endpoints) {
@@ -416,9 +207,9 @@ bool PgKeyStore::reachable(std::string& why) {
     with_conn(true, [&](PGconn* c) { run(c, "SELECT 1"); });
     ok = true;
   } catch (const Error& e) {
-    std::lock_guard lock(mutex_);
-    message = e.code() == ErrorCode::StorageUnavailable && !last_error_.empty()
-                  ? "keys database " + redacted_ + " is unreachable: " + last_error_
+    const std::string last = pool_.last_error();
+    message = e.code() == ErrorCode::StorageUnavailable && !last.empty()
+                  ? "keys database " + redacted_ + " is unreachable: " + last
                   : std::string(e.what());
   } catch (const std::exception& e) {
     message = e.what();

@@ -7,22 +7,20 @@
 //   INSERT ... ON CONFLICT DO UPDATE ... WHERE under the row lock, on the database's clock.
 // - Schema: created and migrated at first use, under an advisory lock (replicas starting together are safe);
 //   tables maskmaker_keys, maskmaker_rate_limits, maskmaker_schema_version.
-// - Connections: a small pool (4 per process), opened on demand with connect_timeout=5, TCP keepalives,
+// - Connections: a small pool (4 per process, pg_pool.hpp), opened on demand with connect_timeout=5, TCP keepalives,
 //   tcp_user_timeout=15000 and a statement_timeout of 10 s (each overridable in the URL). The database being
 //   down is not fatal: calls throw Error(NotReady) (HTTP 503) and reachable() reports it for /readyz until it
 //   is back.
 #pragma once
 
 #include <atomic>
-#include <condition_variable>
 #include <functional>
 #include <mutex>
 #include <string>
 #include <vector>
 
 #include "service/keys_db.hpp"
-
-typedef struct pg_conn PGconn;
+#include "service/pg_pool.hpp"
 
 namespace maskmaker::service {
 
@@ -54,25 +52,15 @@ class PgKeyStore : public KeyStore {
   static std::string redact(const std::string& url);
 
  private:
-  PGconn* acquire(bool& pooled);  // pooled: an idle connection, else a new one
-  void release(PGconn* conn, bool healthy);
-  // Runs `fn` on a pooled connection (schema ensured). A lost connection drops the idle pool; with `retry` the
-  // call is repeated once on a fresh connection (only for statements that are safe to repeat).
   void with_conn(bool retry, const std::function<void(PGconn*)>& fn);
-  void migrate(PGconn* conn);
 
-  std::string url_, redacted_;
-  int max_connections_;
-  std::mutex mutex_;
-  std::condition_variable available_;
-  std::vector<PGconn*> idle_;
-  int open_ = 0;
-  std::string last_error_;  // the last connection failure, for reachable()
+  PgPool pool_;
+  std::string redacted_;
+  std::mutex mutex_;  // the last check's answer
   std::atomic<bool> checking_{false};
   std::atomic<int64_t> check_started_ms_{0};
   bool last_check_ok_ = true;
   std::string last_check_why_;
-  std::atomic<bool> migrated_{false};
 };
 
 }  // namespace maskmaker::service
