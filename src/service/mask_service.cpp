@@ -70,6 +70,22 @@ MaskService::MaskService(ServiceConfig config, KeyStore* keys, Admission& admiss
       fetches_(config_.max_fetches, config_.max_fetches_per_key),
       inference_(admission.max_active()) {}
 
+CreditHold::CreditHold(CreditHolds& holds, int64_t key_id, int64_t credits) : holds_(holds), key_id_(key_id) {
+  std::lock_guard lock(holds_.mutex);
+  int64_t& n = holds_.in_flight[key_id_];
+  if (n >= credits) {
+    if (n == 0) holds_.in_flight.erase(key_id_);
+    throw Error(ErrorCode::NoCredits, "this API key has no credits left for another request while " +
+                                          std::to_string(n) + " are running");
+  }
+  ++n;
+}
+
+CreditHold::~CreditHold() {
+  std::lock_guard lock(holds_.mutex);
+  if (--holds_.in_flight[key_id_] <= 0) holds_.in_flight.erase(key_id_);
+}
+
 std::optional<KeyRecord> MaskService::authenticate(const std::string& api_key) const {
   if (!keys_) return std::nullopt;
   if (api_key.empty()) throw Error(ErrorCode::Unauthorized, "missing x-api-key header");
@@ -128,6 +144,10 @@ MaskAnswer MaskService::run(MaskRequest request, const std::optional<KeyRecord>&
                             Charge charge) {
   Pipeline* pipeline = pipeline_();
   if (!pipeline) throw Error(ErrorCode::NotReady, "the server is starting: models are loading");
+  // A key's credits bound its requests in flight in this process (fetching, waiting or running), not only those
+  // that finished: otherwise one credit would buy an inference per queue place, each refused at the charge.
+  std::optional<CreditHold> hold;
+  if (key && key->credits && keys_ && charge == Charge::OnSuccess) hold.emplace(credit_holds_, key->id, *key->credits);
   double fetch_ms = 0;
   // An upload is moved, not copied (up to --max-body-bytes per request).
   if (!request.upload.empty()) check_image_size(request.upload.size(), config_.fetch);

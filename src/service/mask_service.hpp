@@ -7,6 +7,8 @@
 #include <atomic>
 #include <chrono>
 #include <functional>
+#include <map>
+#include <mutex>
 #include <memory>
 #include <optional>
 #include <string>
@@ -48,6 +50,24 @@ struct NotStarted {};
 
 enum class Charge { OnSuccess, None };
 
+// Requests in flight per key, held against the key's credits (CreditHold).
+struct CreditHolds {
+  std::mutex mutex;
+  std::map<int64_t, int64_t> in_flight;
+};
+class CreditHold {
+ public:
+  // Throws NoCredits when the key's requests in flight already match its credits.
+  CreditHold(CreditHolds& holds, int64_t key_id, int64_t credits);
+  ~CreditHold();
+  CreditHold(const CreditHold&) = delete;
+  CreditHold& operator=(const CreditHold&) = delete;
+
+ private:
+  CreditHolds& holds_;
+  int64_t key_id_;
+};
+
 class MaskService {
  public:
   // `pipeline` answers the loaded pipeline, or nullptr while the models load (runs then fail with NotReady).
@@ -81,6 +101,7 @@ class MaskService {
   std::function<Pipeline*()> pipeline_;
   RateLimiter rate_limiter_;
   FetchSlots fetches_;
+  CreditHolds credit_holds_;
   rt::InferenceThreads inference_;  // one per admission slot: decode, run and render happen there
 };
 

@@ -104,55 +104,80 @@ def test_urls_health(strict, private):
     health(private, FAMILY + " (private)")
 
 
+class Tarpit:
+    """A host that accepts connections and never answers; `accepted` counts them."""
+
+    def __init__(self):
+        import socket
+        import threading
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(64)
+        self.held = []
+        self.accepted = threading.Semaphore(0)
+        self.url = f"http://127.0.0.1:{self.sock.getsockname()[1]}/never.jpg"
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def _accept(self):
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            self.accepted.release()
+
+    def wait_for(self, n: int):
+        for _ in range(n):
+            assert self.accepted.acquire(timeout=60), "the fetch never reached the host"
+
+    def close(self):
+        self.sock.close()
+        for c in self.held:
+            c.close()
+
+
+def keys_add(db, name, credits):
+    import subprocess
+    from .common import BIN
+    return subprocess.run([str(BIN), "keys", "--db", str(db), "add", name, "--credits", str(credits)], check=True,
+                          capture_output=True, text=True).stdout.strip()
+
+
+def keys_credits(db):
+    """(credits, used) of each key, from `keys list`."""
+    import subprocess
+    from .common import BIN
+    rows = subprocess.run([str(BIN), "keys", "--db", str(db), "list"], check=True, capture_output=True,
+                          text=True).stdout.splitlines()[1:]
+    return [(int(r.split()[3]), int(r.split()[4])) for r in rows]
+
+
 def test_slow_image_hosts_cannot_hold_every_worker(tmp_path):
     """Image URLs on a host that accepts and never answers: at most --max-fetches-per-key of one key's requests and
     --max-fetches in all wait on it (429 and 503 past them, at once); health checks and job polls still answer while
     they wait, and the held requests end in 504 without a charge."""
-    import socket
-    import subprocess
-    import threading
     from concurrent.futures import ThreadPoolExecutor
 
     import requests
 
-    from .common import BIN, Server, free_port
+    from .common import Server
 
-    tarpit = socket.socket()
-    tarpit.bind(("127.0.0.1", 0))
-    tarpit.listen(64)
-    held_sockets = []
-    accepted = threading.Semaphore(0)
-
-    def accept_forever():
-        while True:
-            try:
-                conn, _ = tarpit.accept()
-            except OSError:
-                return
-            held_sockets.append(conn)
-            accepted.release()
-
-    threading.Thread(target=accept_forever, daemon=True).start()
+    tarpit = Tarpit()
     db = tmp_path / "keys.db"
-
-    def add_key(name):
-        return subprocess.run([str(BIN), "keys", "--db", str(db), "add", name, "--credits", "10"], check=True,
-                              capture_output=True, text=True).stdout.strip()
-
-    key_a, key_b = add_key("a"), add_key("b")
+    key_a, key_b = keys_add(db, "a", 10), keys_add(db, "b", 10)
     srv = Server("fetch-slots", "--keys-db", str(db), "--allow-private-urls", "--max-fetches", "3",
                  "--max-fetches-per-key", "2", "--fetch-timeout-ms", "8000", "--queue-length", "2")
-    url = f"http://127.0.0.1:{tarpit.getsockname()[1]}/never.jpg"
+    url = tarpit.url
     pool = ThreadPoolExecutor(4)
     try:
         held = [pool.submit(srv.post, COMPAT, body(url), headers={"x-api-key": key_a}) for _ in range(2)]
-        for _ in range(2):
-            assert accepted.acquire(timeout=60), "the fetches never reached the host"
+        tarpit.wait_for(2)
         r = srv.post(COMPAT, body(url), headers={"x-api-key": key_a})
         assert r.status_code == 429 and r.headers.get("Retry-After") == "1", r.text
         assert r.json()["error"] == ("this API key has 2 image URLs being fetched already: retry when one is done")
         held.append(pool.submit(srv.post, COMPAT, body(url), headers={"x-api-key": key_b}))
-        assert accepted.acquire(timeout=60)
+        tarpit.wait_for(1)
         r = srv.post(COMPAT, body(url), headers={"x-api-key": key_b})
         assert r.status_code == 503 and r.headers.get("Retry-After"), r.text
         assert r.json()["error"] == "the server is fetching as many image URLs as it may: retry shortly"
@@ -163,17 +188,46 @@ def test_slow_image_hosts_cannot_hold_every_worker(tmp_path):
         assert not any(f.done() for f in held), "the held fetches ended before the checks: nothing was proven"
         statuses = [f.result(timeout=120).status_code for f in held]
         assert statuses == [504, 504, 504], statuses
-        keys = subprocess.run([str(BIN), "keys", "--db", str(db), "list"], check=True, capture_output=True,
-                              text=True).stdout.splitlines()[1:]
-        assert [(row.split()[3], row.split()[4]) for row in keys] == [("10", "0"), ("10", "0")], keys  # nothing charged
+        assert keys_credits(db) == [(10, 0), (10, 0)]  # nothing charged
         # The slots are free again: the next fetch of key a reaches the host.
         again = pool.submit(srv.post, COMPAT, body(url), headers={"x-api-key": key_a})
-        assert accepted.acquire(timeout=60)
+        tarpit.wait_for(1)
         assert again.result(timeout=120).status_code == 504
         assert srv.alive()
     finally:
         srv.terminate()
         tarpit.close()
-        for s in held_sockets:
-            s.close()
+        pool.shutdown(wait=False)
+
+
+def test_one_credit_buys_one_request_in_flight(tmp_path):
+    """A key with one credit and a request in flight (here, held fetching its image): another request of that key is
+    a 406 at once, not an inference refused its answer at the charge; once the first ends (504, uncharged), the
+    next one runs and is charged."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from .common import Server, b64, sample_bytes
+
+    image = b64(sample_bytes("hopper.jpg"))
+
+    tarpit = Tarpit()
+    db = tmp_path / "keys.db"
+    key = keys_add(db, "one", 1)
+    srv = Server("credit-holds", "--keys-db", str(db), "--allow-private-urls", "--fetch-timeout-ms", "6000")
+    pool = ThreadPoolExecutor(2)
+    try:
+        first = pool.submit(srv.post, COMPAT, body(tarpit.url), headers={"x-api-key": key})
+        tarpit.wait_for(1)
+        r = srv.post(COMPAT, body(image), headers={"x-api-key": key})
+        assert r.status_code == 406, r.text
+        assert r.json()["error"] == "this API key has no credits left for another request while 1 are running"
+        assert not first.done(), "the first request ended before the check: nothing was proven"
+        assert first.result(timeout=120).status_code == 504
+        r = srv.post(COMPAT, body(image), headers={"x-api-key": key})
+        assert r.status_code == 200, r.text
+        assert keys_credits(db) == [(0, 1)]
+        assert srv.alive()
+    finally:
+        srv.terminate()
+        tarpit.close()
         pool.shutdown(wait=False)
