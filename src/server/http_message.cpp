@@ -167,6 +167,12 @@ int check_request_head(HttpRequest& req, size_t max_header_count, std::string& m
       message = "Transfer-Encoding must end with chunked";
       return 400;
     }
+    // Only chunked is decoded: a body under another transfer coding would be read as if it were plain.
+    if (comma != std::string::npos) {
+      message = "Transfer-Encoding '" + trim(std::string_view(codings).substr(0, comma)) +
+                "' is not supported: send the body chunked, compressed with Content-Encoding";
+      return 501;
+    }
   }
   std::string_view target = req.target;
   // absolute-form (a proxy's request): keep the path

@@ -205,13 +205,15 @@ class Service {
     svr.Get("/readyz", [this](HttpRequest&, HttpResponse& res) {
       std::string why;
       if (ready_ && keys_ && !keys_->reachable(why)) {  // a replica that cannot check keys takes no traffic
+        // Unauthenticated: the details (addresses, paths, the driver's words) go to the log only.
+        spdlog::warn("readyz: {}", why);
         res.set_header("Retry-After", "2");
-        set_json_error(res, 503, why);
+        set_json_error(res, 503, "the keys database is unreachable");
       } else if (ready_) {
         res.set_content(json{{"status", "ready"}, {"pack", pipeline_->pack_name()}}.dump(), "application/json");
       } else {
         res.set_header("Retry-After", "2");
-        set_json_error(res, 503, failed_ ? "models failed to load: " + load_error_ : "models are loading");
+        set_json_error(res, 503, failed_ ? "models failed to load (the server's log says why)" : "models are loading");
       }
     });
     svr.Get("/metrics", [this](HttpRequest&, HttpResponse& res) {

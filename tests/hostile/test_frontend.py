@@ -602,6 +602,8 @@ FRAMING = {
         b"POST /v1/masks HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n" + J, 408),
     "Transfer-Encoding without chunked": (b"POST /v1/masks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\n" + J, 400),
     "bad chunk size": (b"POST /v1/masks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n" + J, 400),
+    "gzip transfer coding before chunked (not decoded)": (
+        b"POST /v1/masks HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n5\r\nabcde\r\n0\r\n\r\n", 501),
     "HTTP/2 preface": (b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n", 400),
     "TLS ClientHello": (b"\x16\x03\x01\x00\xa5\x01\x00\x00\xa1\x03\x03", 400),
     "bare LF line ends": (b"GET /healthz HTTP/1.1\nHost: x\n\n", 400),
