@@ -9,6 +9,7 @@
 #include <prometheus/registry.h>
 #include <spdlog/spdlog.h>
 
+#include "runtime/ascii.hpp"
 #include "server/jobs_impl.hpp"
 #include "server/jobs_store.hpp"
 #include "service/url_fetch.hpp"
@@ -45,20 +46,16 @@ bool post_json(const GuardedUrl& target, const std::string& body, const std::str
 
 }  // namespace
 
-// host:port of a URL, lower case; the URL itself when it does not parse (the guard refuses it when sent).
+// The host of a URL, lower case, without its port: ports on one host are one destination, so that varying the
+// port cannot multiply the tries in flight to one machine. The URL itself when it does not parse (the guard
+// refuses it when sent).
 std::string destination_of(const std::string& url) {
   std::unique_ptr<CURLU, decltype(&curl_url_cleanup)> u(curl_url(), curl_url_cleanup);
   if (curl_url_set(u.get(), CURLUPART_URL, url.c_str(), 0) != CURLUE_OK) return url;
   char* host = nullptr;
-  char* port = nullptr;
   std::string out = url;
-  if (curl_url_get(u.get(), CURLUPART_HOST, &host, 0) == CURLUE_OK &&
-      curl_url_get(u.get(), CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) == CURLUE_OK) {
-    out = std::string(host) + ":" + port;
-    std::transform(out.begin(), out.end(), out.begin(), ::tolower);
-  }
+  if (curl_url_get(u.get(), CURLUPART_HOST, &host, 0) == CURLUE_OK) out = rt::ascii_lower(host);
   curl_free(host);
-  curl_free(port);
   return out;
 }
 

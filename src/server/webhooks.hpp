@@ -3,7 +3,7 @@
 // URLs (url_fetch.hpp: http(s), every resolved address allowed, the connection pinned to the address checked).
 // Whether a job's webhook is still to be sent is kept in the job store, so that a restart sends what was pending.
 //
-// A few sender threads deliver at once, at most `per_destination` of them to one host:port, so that a slow (or
+// A few sender threads deliver at once, at most `per_destination` of them to one host (any port), so that a slow (or
 // tarpit) receiver delays only its own webhooks. Each try has one deadline that covers resolving the host too.
 // Before each try the process claims the delivery in the store with a lease (JobStore::claim_webhook): among
 // processes sharing the store, one sends it; when that one dies, another takes it once the lease has run out.
@@ -35,7 +35,7 @@ class Webhooks {
     int tries = 3;
     long attempt_timeout_ms = 10000;  // one try, DNS included
     int senders = 4;                  // threads
-    int per_destination = 2;          // tries in flight to one host:port
+    int per_destination = 2;          // tries in flight to one host, whatever the port
   };
 
   // `owner` names this process in the store's webhook leases.
@@ -55,7 +55,7 @@ class Webhooks {
  private:
   struct Delivery {
     std::string id;
-    std::string destination;  // host:port, for the bound per destination
+    std::string destination;  // the host, for the bound per destination
     int attempt = 0;
     Clock::time_point due;
     std::string dead_owner;

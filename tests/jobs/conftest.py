@@ -46,7 +46,7 @@ def receiver():
 
 @pytest.fixture(scope="session")
 def receiver2():
-    r = h.Receiver()
+    r = h.Receiver("127.0.0.2")  # another host than `receiver` (webhooks are bounded per host)
     yield r
     r.close()
 

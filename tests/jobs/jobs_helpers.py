@@ -209,10 +209,11 @@ class Upstream:
 
 
 class Receiver:
-    """A webhook receiver on 127.0.0.1: records every POST (path, JSON body); /flaky/N paths answer 500 to their
+    """A webhook receiver on `host` (127.0.0.1): records every POST (path, JSON body); /flaky/N paths answer 500 to their
     first try, then 200; /tarpit/N paths hold the request until `release` is set (`in_flight` counts them)."""
 
-    def __init__(self):
+    def __init__(self, host: str = "127.0.0.1"):
+        self.host = host
         self.calls: list[tuple[str, int, dict | None]] = []  # (path, status answered, body)
         self.lock = threading.Lock()
         self.release = threading.Event()
@@ -246,13 +247,13 @@ class Receiver:
                 self.send_header("Content-Length", "0")
                 self.end_headers()
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.httpd = ThreadingHTTPServer((host, 0), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
         threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
 
     def url(self, path: str) -> str:
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"http://{self.host}:{self.port}{path}"
 
     def calls_to(self, path: str) -> list:
         with self.lock:

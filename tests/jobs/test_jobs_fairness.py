@@ -67,12 +67,23 @@ def test_a_tarpit_webhook_does_not_delay_other_destinations(start_server, tmp_pa
         for rid in slow:
             assert s.wait_status(rid, None)["status"] == "COMPLETED"
         _wait(lambda: receiver2.in_flight == 2, "two webhook calls held by the tarpit", s)
-        fast = s.submit({"prompt": "dog", "image": h.b64(h.png(813)), "webhook_url": receiver.url("/hook/fast")})
-        rid = fast.json()["request_id"]
-        _wait(lambda: receiver.calls_to("/hook/fast"), "the other destination's webhook", s)
-        assert receiver.calls_to("/hook/fast")[0][2]["request_id"] == rid
-        # still held: at most 2 calls at once to one destination, the third waits its turn
-        assert receiver2.in_flight == 2
+        # The tarpit's host on another port is the same destination: its webhook, due first, waits its turn.
+        other_port = h.Receiver("127.0.0.2")
+        try:
+            same_host = s.submit({"prompt": "dog", "image": h.b64(h.png(814)),
+                                  "webhook_url": other_port.url("/hook/same-host")}).json()["request_id"]
+            assert s.wait_status(same_host, None)["status"] == "COMPLETED"
+            fast = s.submit({"prompt": "dog", "image": h.b64(h.png(813)), "webhook_url": receiver.url("/hook/fast")})
+            rid = fast.json()["request_id"]
+            _wait(lambda: receiver.calls_to("/hook/fast"), "the other destination's webhook", s)
+            assert receiver.calls_to("/hook/fast")[0][2]["request_id"] == rid
+            assert other_port.calls_to("/hook/same-host") == [], "a third call to the tarpit's host went out"
+            # still held: at most 2 calls at once to one destination, the third waits its turn
+            assert receiver2.in_flight == 2
+        finally:
+            receiver2.release.set()
+            _wait(lambda: other_port.calls_to("/hook/same-host"), "the same host's webhook, once room was made", s)
+            other_port.close()
     finally:
         receiver2.release.set()
     _wait(lambda: len([c for c in receiver2.calls if c[0].startswith("/tarpit/")]) == 3, "the tarpit calls", s)
