@@ -198,7 +198,7 @@ class PipelineImpl final : public Pipeline {
       for (size_t q = 0; q < queries.size(); ++q) {
         if (region_class[q] < 0) continue;
         if (q < n_positive && positives >= size_t(params.max_detections)) continue;
-        RegionMask rm = pack_.regions->mask(*map, RegionSegmenter::expand(region_class[q]), bgr);
+        RegionMask rm = pack_.regions->mask(*map, RegionSegmenter::expand(region_class[q], *map), bgr);
         Instance inst;
         inst.phrase = q < n_positive ? result.phrases[q] : queries[q];
         inst.label = RegionSegmenter::class_names()[size_t(region_class[q])];

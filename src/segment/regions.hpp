@@ -58,7 +58,11 @@ class RegionSegmenter {
   static const std::vector<std::string>& class_names();
   // Classes a region class also takes in when asked for: ADE20K splits what people (and COCO) call one thing
   // ("building" and "house"; "sea" and "water"; "tree" and the bushes beside it).
-  static std::vector<int> expand(int class_id);
+  // Some depend on the photo (`map`): "building" takes in the wall class on a photo with no sign of an interior.
+  static std::vector<int> expand(int class_id, const RegionMap& map);
+  // Share of the two maps' pixels that floor, ceiling, bed, cabinet and rug must reach for a photo to count
+  // as an interior.
+  static constexpr double kIndoorShare = 0.05;
 
  private:
   cv::Mat infer(const cv::Mat& rgb_square);
