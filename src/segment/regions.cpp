@@ -177,4 +177,46 @@ RegionMask RegionSegmenter::mask(const RegionMap& map, const std::vector<int>& c
   return out;
 }
 
+cv::Mat RegionSegmenter::refine(const cv::Mat& mask, SamSegmenter& sam, const ImageEmbedding& embedding) const {
+  cv::Mat labels, stats, centroids;
+  const int n = cv::connectedComponentsWithStats(mask, labels, stats, centroids, 8, CV_32S);
+  std::vector<int> parts;
+  for (int i = 1; i < n; ++i) {
+    if (stats.at<int>(i, cv::CC_STAT_AREA) >= options_.sam_min_component * double(mask.total())) parts.push_back(i);
+  }
+  std::sort(parts.begin(), parts.end(), [&](int a, int b) {
+    return stats.at<int>(a, cv::CC_STAT_AREA) > stats.at<int>(b, cv::CC_STAT_AREA);
+  });
+  if (parts.size() > size_t(std::max(0, options_.sam_max_components))) parts.resize(size_t(std::max(0, options_.sam_max_components)));
+  cv::Mat out = mask.clone();
+  const int g = std::max(1, int(std::lround(options_.sam_grow * std::max(mask.cols, mask.rows))));
+  const cv::Mat disk = cv::getStructuringElement(cv::MORPH_ELLIPSE, cv::Size(2 * g + 1, 2 * g + 1));
+  for (int i : parts) {
+    const cv::Rect r(stats.at<int>(i, cv::CC_STAT_LEFT), stats.at<int>(i, cv::CC_STAT_TOP),
+                     stats.at<int>(i, cv::CC_STAT_WIDTH), stats.at<int>(i, cv::CC_STAT_HEIGHT));
+    // Work in the part's box plus the growth margin: the part, its innermost point, SAM's mask there.
+    const cv::Rect roi = cv::Rect(r.x - g, r.y - g, r.width + 2 * g, r.height + 2 * g) & cv::Rect(0, 0, mask.cols, mask.rows);
+    cv::Mat part = labels(roi) == i;
+    cv::Mat dist;
+    cv::distanceTransform(part, dist, cv::DIST_L2, 3);
+    double depth = 0;
+    cv::Point inner;
+    cv::minMaxLoc(dist, nullptr, &depth, nullptr, &inner);
+    if (depth <= 1.0) continue;
+    const Box box{float(r.x), float(r.y), float(r.x + r.width), float(r.y + r.height)};
+    const cv::Mat s = sam.segment_box(embedding, box, {cv::Point2f(float(inner.x + roi.x) + 0.5f, float(inner.y + roi.y) + 0.5f)},
+                                      {true});
+    cv::Mat s_roi = s(roi);
+    const double both = cv::countNonZero(s_roi & part);
+    const double either = double(cv::countNonZero(s)) + double(cv::countNonZero(part)) - both;
+    if (either == 0 || both / either < options_.sam_min_iou) continue;
+    cv::Mat grown;
+    cv::dilate(part, grown, disk);
+    cv::Mat o = out(roi);
+    o.setTo(0, part);
+    o.setTo(255, s_roi & grown);
+  }
+  return out;
+}
+
 }  // namespace maskmaker
