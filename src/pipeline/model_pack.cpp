@@ -1,5 +1,6 @@
 #include "pipeline/model_pack.hpp"
 
+#include <algorithm>
 #include <filesystem>
 #include <fstream>
 
@@ -88,7 +89,8 @@ ModelPack load_model_pack(const std::string& dir, const rt::SessionConfig& confi
   pack.segmenter->set_roi_margin(seg.value("roi_margin", 0.1f));
   if (pack.manifest.contains("regions")) {
     // {"kind": "semantic", "path", "sha256", optional "min_agreement", "min_area", "guided_radius", "guided_eps",
-    //  "min_component"}: see segment/regions.hpp.
+    //  "min_component", "sam_refine", "sam_min_component", "sam_max_components", "sam_min_iou", "sam_grow"}:
+    //  see segment/regions.hpp.
     const auto& reg = pack.manifest["regions"];
     if (std::string kind = reg.value("kind", std::string("semantic")); kind != "semantic")
       throw Error(ErrorCode::ModelError, "pack.json in " + dir + ": unknown regions kind '" + kind + "' (expected semantic)");
@@ -98,6 +100,11 @@ ModelPack load_model_pack(const std::string& dir, const rt::SessionConfig& confi
     ro.guided_radius = reg.value("guided_radius", ro.guided_radius);
     ro.guided_eps = reg.value("guided_eps", ro.guided_eps);
     ro.min_component = reg.value("min_component", ro.min_component);
+    ro.sam_refine = reg.value("sam_refine", ro.sam_refine);
+    ro.sam_min_component = reg.value("sam_min_component", ro.sam_min_component);
+    ro.sam_max_components = std::clamp(reg.value("sam_max_components", ro.sam_max_components), 0, 16);
+    ro.sam_min_iou = reg.value("sam_min_iou", ro.sam_min_iou);
+    ro.sam_grow = reg.value("sam_grow", ro.sam_grow);
     pack.regions = std::make_unique<RegionSegmenter>(file_entry(reg, pack.dir, verify, "regions"), config, ro);
   }
   return pack;

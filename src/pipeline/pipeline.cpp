@@ -181,6 +181,8 @@ class PipelineImpl final : public Pipeline {
 
     cv::Mat union_mask = cv::Mat::zeros(bgr.size(), CV_8UC1);
     std::vector<Instance> region_positives, region_negatives;
+    // The segmenter's embedding of this photo, once made (region refinement and object masks share it).
+    std::shared_ptr<const ImageEmbedding> embedding;
     if (std::any_of(region_class.begin(), region_class.end(), [](int c) { return c >= 0; })) {
       t = Clock::now();
       std::shared_ptr<const RegionMap> map;
@@ -193,12 +195,27 @@ class PipelineImpl final : public Pipeline {
       }
       result.times.encode_ms += ms_since(t);
       t = Clock::now();
+      double encode_in_regions = 0;
       // max_detections bounds every positive instance, objects (capped above) and regions alike.
       size_t positives = size_t(std::count_if(kept.begin(), kept.end(), [&](const Candidate& c) { return c.phrase < n_positive; }));
       for (size_t q = 0; q < queries.size(); ++q) {
         if (region_class[q] < 0) continue;
         if (q < n_positive && positives >= size_t(params.max_detections)) continue;
-        RegionMask rm = pack_.regions->mask(*map, RegionSegmenter::expand(region_class[q]), bgr);
+        RegionMask rm = pack_.regions->mask(*map, RegionSegmenter::expand(region_class[q], *map), bgr);
+        if (pack_.regions->options().sam_refine && cv::countNonZero(rm.mask) > 0) {
+          // SAM draws the region's edges (RegionOptions::sam_refine), from the photo's cached embedding.
+          if (!embedding) {
+            if (auto cached = embeddings_.get(key)) {
+              embedding = *cached;
+            } else {
+              const auto te = Clock::now();
+              embedding = pack_.segmenter->encode(bgr);
+              embeddings_.put(key, embedding);
+              encode_in_regions += ms_since(te);
+            }
+          }
+          rm.mask = pack_.regions->refine(rm.mask, *pack_.segmenter, *embedding);
+        }
         Instance inst;
         inst.phrase = q < n_positive ? result.phrases[q] : queries[q];
         inst.label = RegionSegmenter::class_names()[size_t(region_class[q])];
@@ -212,7 +229,8 @@ class PipelineImpl final : public Pipeline {
         positives += !inst.negative;
         (inst.negative ? region_negatives : region_positives).push_back(std::move(inst));
       }
-      result.times.segment_ms += ms_since(t);
+      result.times.encode_ms += encode_in_regions;
+      result.times.segment_ms += ms_since(t) - encode_in_regions;
     }
     if (!kept.empty()) {
       t = Clock::now();
@@ -223,9 +241,10 @@ class PipelineImpl final : public Pipeline {
         if (auto hit = masks_.get(mask_key(key, kept[i].box))) known[i] = *hit;
         all_known &= known[i] != nullptr;
       }
-      std::shared_ptr<const ImageEmbedding> embedding;
       if (all_known) {
         result.image_cache_hit = true;
+      } else if (embedding) {
+        // made above for the region phrases
       } else if (auto cached = embeddings_.get(key)) {
         embedding = *cached;
         result.image_cache_hit = true;

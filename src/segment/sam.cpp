@@ -64,9 +64,19 @@ std::shared_ptr<const ImageEmbedding> SamSegmenter::encode(const cv::Mat& bgr) {
 }
 
 cv::Mat SamSegmenter::segment_box(const ImageEmbedding& emb, const Box& box, float* predicted_iou) {
+  return segment_box(emb, box, {}, {}, predicted_iou);
+}
+
+cv::Mat SamSegmenter::segment_box(const ImageEmbedding& emb, const Box& box, const std::vector<cv::Point2f>& points,
+                                  const std::vector<bool>& positive, float* predicted_iou) {
   const float s = emb.scale;
-  std::array<float, 4> coords{box.x1 * s, box.y1 * s, box.x2 * s, box.y2 * s};
-  std::array<float, 2> labels{2.f, 3.f};
+  std::vector<float> coords{box.x1 * s, box.y1 * s, box.x2 * s, box.y2 * s};
+  std::vector<float> labels{2.f, 3.f};
+  for (size_t i = 0; i < points.size() && i < positive.size(); ++i) {
+    coords.push_back(points[i].x * s);
+    coords.push_back(points[i].y * s);
+    labels.push_back(positive[i] ? 1.f : 0.f);
+  }
   std::vector<float> mask_input(256 * 256, 0.f);
   float has_mask = 0.f;
   // The graph upsamples to orig_im_size; we only read low_res_masks and upsample the box's region ourselves,
@@ -99,8 +109,9 @@ cv::Mat SamSegmenter::segment_box(const ImageEmbedding& emb, const Box& box, flo
   }
   std::array<int64_t, 1> four{4};
 
-  std::array<int64_t, 3> coord_shape{1, 2, 2};
-  std::array<int64_t, 2> label_shape{1, 2};
+  const int64_t n_points = int64_t(labels.size());
+  std::array<int64_t, 3> coord_shape{1, n_points, 2};
+  std::array<int64_t, 2> label_shape{1, n_points};
   std::array<int64_t, 4> mask_shape{1, 1, 256, 256};
   std::array<int64_t, 1> one{1};
   std::array<int64_t, 1> two{2};

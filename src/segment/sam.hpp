@@ -28,6 +28,10 @@ class SamSegmenter {
   // `predicted_iou` receives the decoder's own quality estimate. Boxes run one at a time, each with every
   // core: on this decoder that beats several single-threaded calls side by side (docs/performance.md).
   cv::Mat segment_box(const ImageEmbedding& embedding, const Box& box, float* predicted_iou = nullptr);
+  // The same with points added to the box: `positive[i]` says whether points[i] (original pixels) is in the
+  // object (SAM label 1) or out of it (label 0).
+  cv::Mat segment_box(const ImageEmbedding& embedding, const Box& box, const std::vector<cv::Point2f>& points,
+                      const std::vector<bool>& positive, float* predicted_iou = nullptr);
 
   int input_side() const { return side_; }
   // Masks are computed within the box grown by this share of its longer side (SAM masks rarely leave their box).

@@ -347,3 +347,39 @@ TEST(Regions, MaxDetectionsBoundsRegionsToo) {
   EXPECT_TRUE(r.instances.empty());
   EXPECT_EQ(cv::countNonZero(r.mask), 0);
 }
+
+TEST(Regions, BuildingTakesInWallOnlyWithoutSignsOfAnInterior) {
+  // Class ids (segment/regions.cpp): 1 wall, 2 building, 3 sky, 4 floor, 26 house.
+  RegionMap map;
+  map.original = cv::Size(64, 64);
+  map.ids = cv::Mat(64, 64, CV_8UC1, cv::Scalar(3));
+  map.ids(cv::Rect(0, 32, 64, 32)).setTo(1);
+  map.ids_flipped = map.ids.clone();
+  EXPECT_EQ(RegionSegmenter::expand(2, map), (std::vector<int>{2, 26, 1}));
+  // A floor on 1/8 of both maps (over the 5 % rule) makes it an interior: walls there are not buildings.
+  map.ids(cv::Rect(0, 56, 64, 8)).setTo(4);
+  map.ids_flipped = map.ids.clone();
+  EXPECT_EQ(RegionSegmenter::expand(2, map), (std::vector<int>{2, 26}));
+  EXPECT_EQ(RegionSegmenter::expand(1, map), (std::vector<int>{1, 2, 26}));
+  EXPECT_EQ(RegionSegmenter::expand(3, map), (std::vector<int>{3}));
+}
+
+TEST(Regions, SamRefinementKeepsTheRegionWhereSamAgrees) {
+  // With refinement off the mask is the class map's; on, SAM redraws the edges within a band around it, so the
+  // two stay close (the sky is one clear part) but are not the same pixels.
+  const cv::Mat& photo = image("pigeon_3000px.jpg");
+  ModelPack pack = load_model_pack(default_pack(), rt::SessionConfig{}, false);
+  ASSERT_TRUE(pack.regions && pack.regions->options().sam_refine);
+  auto map = pack.regions->run(photo);
+  RegionMask plain = pack.regions->mask(*map, RegionSegmenter::expand(3, *map), photo);
+  ASSERT_GT(cv::countNonZero(plain.mask), 0);
+  auto embedding = pack.segmenter->encode(photo);
+  cv::Mat refined = pack.regions->refine(plain.mask, *pack.segmenter, *embedding);
+  EXPECT_GT(mask_iou(refined, plain.mask), 0.8);
+  EXPECT_GT(cv::countNonZero(refined ^ plain.mask), 0);
+  // Nothing outside the band SAM may redraw in (sam_grow of the long side around the part).
+  const int g = int(std::lround(pack.regions->options().sam_grow * 3000));
+  cv::Mat band;
+  cv::dilate(plain.mask, band, cv::getStructuringElement(cv::MORPH_ELLIPSE, cv::Size(2 * g + 1, 2 * g + 1)));
+  EXPECT_EQ(cv::countNonZero(refined & ~band), 0);
+}
