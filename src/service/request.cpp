@@ -110,12 +110,16 @@ void check_phrase_limits(const std::vector<std::string>& phrases, size_t bytes, 
 // body, so a kept field cannot grow a tree either. Nothing here recurses: depth is checked before.
 json parse_bounded(std::string_view text, bool table_fields_only, const std::string& what, const char* field) {
   size_t items = 0;
+  bool skipping = false;  // inside a top-level field that is not kept: nothing of it is built, nothing counted
   auto callback = [&](int depth, json::parse_event_t event, json& parsed) -> bool {
-    if (event == json::parse_event_t::key)
-      return !table_fields_only || depth != 1 || find_param(parsed.get_ref<const std::string&>()) != nullptr;
+    if (event == json::parse_event_t::key) {
+      if (depth == 1)
+        skipping = table_fields_only && find_param(parsed.get_ref<const std::string&>()) == nullptr;
+      return !skipping;
+    }
     if ((event == json::parse_event_t::value || event == json::parse_event_t::object_start ||
          event == json::parse_event_t::array_start) &&
-        ++items > kMaxJsonValues)
+        !(skipping && depth >= 1) && ++items > kMaxJsonValues)
       throw Error(ErrorCode::InvalidArgument, what + " holds more than " + std::to_string(kMaxJsonValues) +
                                                   " JSON values", field ? field : "");
     return true;
