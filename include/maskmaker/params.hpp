@@ -101,7 +101,8 @@ inline constexpr ParamSpec kMaskParams[] = {
                          "Width in px of a soft edge outside the mask: a pixel at distance d = 1..feather gets "
                          "255 * (1 - d / (feather + 1)); applied after grow and negatives, before invert", 0),
     param_table::integer("max_detections", kApiNative | kApiCli, 0, 1000, 100,
-                         "Keep at most this many instances (highest scores first; negatives not counted)", 0),
+                         "Keep at most this many instances (highest scores first; negatives not counted); on a photo over "
+                         "5.4 MP at most 512 Mi / its pixels (e.g. 42 at 12 MP), since each keeps a full-size mask", 0),
     param_table::choice("output", kApiNative | kApiCli, "mask|annotated|cutout|none", "mask",
                         "The image in the answer: mask (8-bit grayscale PNG, 255 = inpaint), annotated (JPEG for "
                         "a JPEG input, PNG otherwise), cutout (RGBA PNG, the mask as alpha), none (no image). "

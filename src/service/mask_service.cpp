@@ -172,6 +172,7 @@ MaskAnswer MaskService::run(MaskRequest request, const std::optional<KeyRecord>&
   limits.max_pixels = config_.max_pixels;
   MaskAnswer answer = inference_.run([&] {
     DecodedImage image = decode_image(bytes, limits);
+    bound_instances_by_pixels(request.params, image.bgr.total());
     return render(*pipeline, request, image, ms_since(t), key ? std::to_string(key->id) : std::string());
   });
   answer.fetch_ms = fetch_ms;
@@ -186,10 +187,16 @@ MaskAnswer MaskService::run(MaskRequest request, const std::optional<KeyRecord>&
   return answer;
 }
 
+void bound_instances_by_pixels(MaskParams& params, size_t pixels) {
+  const int64_t most = std::max<int64_t>(1, kInstanceMaskPixelBudget / int64_t(std::max<size_t>(pixels, 1)));
+  params.max_detections = int(std::min<int64_t>(params.max_detections, most));
+}
+
 MaskAnswer run_local(Pipeline& pipeline, MaskRequest request, const DecodeLimits& limits) {
   auto t = Clock::now();
   DecodedImage image = decode_image(request.upload, limits);
   request.upload.clear();
+  bound_instances_by_pixels(request.params, image.bgr.total());
   MaskAnswer answer = render(pipeline, request, image, ms_since(t));
   answer.image = std::move(image);
   return answer;

@@ -50,6 +50,12 @@ struct NotStarted {};
 
 enum class Charge { OnSuccess, None };
 
+// Each instance keeps a mask at the photo's resolution: a request's instances may hold at most this many mask pixels
+// in all (512 MiB of 8-bit masks), so max_detections is lowered on large photos (100 up to 5.4 MP, 10 at 54 MP).
+// Without it one request (1000 detections asked, confidence 0, a 50 MP photo) could ask for 50 GB.
+constexpr int64_t kInstanceMaskPixelBudget = int64_t(512) << 20;
+void bound_instances_by_pixels(MaskParams& params, size_t pixels);
+
 // Requests in flight per key, held against the key's credits (CreditHold).
 struct CreditHolds {
   std::mutex mutex;
