@@ -311,11 +311,15 @@ int64_t SqliteJobStore::expire_finished_before(double cutoff, double now) {
 int64_t SqliteJobStore::evict_results_over(int64_t budget, double now) {
   std::lock_guard lock(mutex_);
   if (!db_) return 0;
-  // The oldest results go first: a running total from the newest, and every result beyond the budget expires.
+  // Fair to the keys: results are kept in order of their key's running total from its newest (each key's newest
+  // first, whoever holds most gives up its oldest first), and every result beyond the budget expires. One key's
+  // flood of results then evicts its own, not another key's unread (paid) answer.
   Stmt st(db_, "UPDATE jobs SET status = 'EXPIRED', expired_at = ?1, request = NULL, image = NULL, result = NULL, "
                "result_image = NULL, result_bytes = 0 WHERE id IN ("
-               "SELECT id FROM (SELECT id, SUM(result_bytes) OVER (ORDER BY finished_at DESC, rowid DESC) AS total "
-               "FROM jobs WHERE status = 'COMPLETED') WHERE total > ?2)");
+               "SELECT id FROM (SELECT id, SUM(result_bytes) OVER (ORDER BY key_total, finished_at DESC, rid DESC) "
+               "AS total FROM (SELECT id, rowid AS rid, finished_at, result_bytes, SUM(result_bytes) OVER "
+               "(PARTITION BY key_id ORDER BY finished_at DESC, rowid DESC) AS key_total FROM jobs "
+               "WHERE status = 'COMPLETED')) WHERE total > ?2)");
   st.bind(1, now).bind(2, budget).step();
   return sqlite3_changes(db_);
 }

@@ -277,12 +277,14 @@ class PgJobStore final : public JobStore {
   }
 
   int64_t evict_results_over(int64_t budget, double now) override {
-    // The oldest results go first: a running total from the newest, and every result beyond the budget expires.
+    // Fair to the keys, as in SQLite (jobs_store.cpp): kept in order of the key's running total from its newest.
     return locked(kBudgetLock, true,
                   "UPDATE maskmaker_jobs SET status = 'EXPIRED', expired_at = $1::float8, request = NULL, image = NULL, "
                   "result = NULL, result_image = NULL, result_bytes = 0 WHERE id IN ("
-                  "SELECT id FROM (SELECT id, SUM(result_bytes) OVER (ORDER BY finished_at DESC, seq DESC) AS total "
-                  "FROM maskmaker_jobs WHERE status = 'COMPLETED') t WHERE total > $2::bigint) AND status = 'COMPLETED'",
+                  "SELECT id FROM (SELECT id, SUM(result_bytes) OVER (ORDER BY key_total, finished_at DESC, seq DESC) "
+                  "AS total FROM (SELECT id, seq, finished_at, result_bytes, SUM(result_bytes) OVER (PARTITION BY key_id "
+                  "ORDER BY finished_at DESC, seq DESC) AS key_total FROM maskmaker_jobs WHERE status = 'COMPLETED') k) t "
+                  "WHERE total > $2::bigint) AND status = 'COMPLETED'",
                   {num(now), num(budget)});
   }
 

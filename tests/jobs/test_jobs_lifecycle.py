@@ -101,6 +101,23 @@ def test_expiry_by_time_and_by_result_budget(start_server, main, keys, tmp_path)
         assert r.status_code == 200 and len(base64.b64decode(r.json()["output"]["image"])) == one
     assert h.metric(budget.metrics(), 'maskmaker_jobs_total{event="expired"}') == 1
 
+    # Fair to the keys: a key whose results overflow the budget loses its own oldest, not another key's answer.
+    fair = start_server("--jobs-db", str(tmp_path / "f.db"), "--keys-db", str(keys["db"]),
+                        "--jobs-max-result-bytes", str(3 * one + one // 2), name="budget-fair")
+    victim = fair.submit(body, keys["bob"]).json()["request_id"]
+    assert fair.wait_status(victim, keys["bob"])["status"] == "COMPLETED"
+    flood = []
+    for i in range(3):
+        rid = fair.submit(body, keys["alice"]).json()["request_id"]
+        assert fair.wait_status(rid, keys["alice"])["status"] == "COMPLETED"
+        flood.append(rid)
+    r = fair.result(victim, keys["bob"])
+    assert r.status_code == 200, r.text  # the oldest result overall, kept: its key holds the least
+    gone = fair.result(flood[0], keys["alice"])
+    assert gone.status_code == 404 and "expired" in gone.json()["error"]
+    for rid in flood[1:]:
+        assert fair.result(rid, keys["alice"]).status_code == 200
+
     ttl = start_server("--jobs-db", str(tmp_path / "t.db"), "--jobs-ttl-seconds", "2", name="ttl")
     rid = ttl.submit(body).json()["request_id"]
     assert ttl.wait_status(rid, None)["status"] == "COMPLETED"
