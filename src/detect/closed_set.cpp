@@ -31,6 +31,7 @@ class ClosedSetDetector final : public Detector {
     }
     if (phrase_of_class.empty()) return out;  // nothing to look for: skip the model
 
+    const std::vector<ClassBox>* whole = nullptr;  // the whole image's boxes, every class
     auto keep = [&](const std::vector<ClassBox>& boxes, const cv::Rect& frame, const cv::Rect* inner_edges) {
       for (const auto& cb : boxes) {
         if (cb.score < conf) continue;  // cached boxes go down to kCacheFloor
@@ -38,6 +39,7 @@ class ClosedSetDetector final : public Detector {
         if (it == phrase_of_class.end()) continue;
         Box b{cb.box.x1 + frame.x, cb.box.y1 + frame.y, cb.box.x2 + frame.x, cb.box.y2 + frame.y};
         if (inner_edges && cut_by_inner_edge(b, frame, bgr.size())) continue;
+        if (inner_edges && options_.tile_inside > 0 && part_of_other_object(b, cb, frame, *whole, conf)) continue;
         out.candidates.push_back({b, cb.score, it->second, names_[size_t(cb.class_id)]});
       }
     };
@@ -58,6 +60,7 @@ class ClosedSetDetector final : public Detector {
       if (cacheable) cache_.put(image_key, fresh);
       found = std::move(fresh);
     }
+    whole = &(*found)[0];
     for (size_t i = 0; i < frames.size() && i < found->size(); ++i) keep((*found)[i], frames[i], i == 0 ? nullptr : &frames[i]);
     return out;
   }
@@ -83,6 +86,28 @@ class ClosedSetDetector final : public Detector {
     }
     return out;
   }
+
+  // Whether crop box `b` (image coordinates; `cb` as the model gave it) is probably part of a larger object
+  // that the whole image names otherwise: see ClosedSetOptions::tile_inside.
+  bool part_of_other_object(const Box& b, const ClassBox& cb, const cv::Rect& frame, const std::vector<ClassBox>& whole,
+                            float conf) const {
+    const float fx1 = float(frame.x), fy1 = float(frame.y);
+    const float fx2 = float(frame.x + frame.width), fy2 = float(frame.y + frame.height);
+    auto overlap = [](float a1, float a2, float b1, float b2) { return std::max(0.f, std::min(a2, b2) - std::max(a1, b1)); };
+    const float area = std::max(1e-3f, b.width() * b.height());
+    for (const auto& w : whole) {
+      if (w.class_id == cb.class_id || w.score < conf || w.score < cb.score) continue;
+      const float inside = overlap(b.x1, b.x2, w.box.x1, w.box.x2) * overlap(b.y1, b.y2, w.box.y1, w.box.y2);
+      if (inside < options_.tile_inside * area) continue;
+      const float w_area = w.box.width() * w.box.height();
+      if (area < options_.tile_inside_area * w_area) continue;
+      const float w_in_crop = overlap(w.box.x1, w.box.x2, fx1, fx2) * overlap(w.box.y1, w.box.y2, fy1, fy2);
+      if (w_in_crop >= kWholeInCrop * w_area) continue;  // the crop saw all of it: its call stands
+      return true;
+    }
+    return false;
+  }
+  static constexpr float kWholeInCrop = 0.9f;
 
   // A box touching a crop edge that is not an image edge is probably a cut-off part of a larger object.
   static bool cut_by_inner_edge(const Box& b, const cv::Rect& tile, cv::Size image) {

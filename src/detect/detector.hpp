@@ -68,6 +68,12 @@ struct ClosedSetOptions {
   int tile_grid = 0;
   float tile_overlap = 1.25f;
   int min_tile_side = 0;  // images whose shorter side is below this are not sliced
+  // A crop that sees part of a large object may call that part something else (the front of a bus a truck).
+  // A crop box is dropped when at least `tile_inside` of its area lies inside a whole-image box of another
+  // class that scores at least as high, that the crop cuts (under 90 % of it inside the crop) and whose area
+  // is at most 1 / `tile_inside_area` of the crop box's (a small object on a large one is kept). 0 = off.
+  float tile_inside = 0.f;
+  float tile_inside_area = 0.5f;
 };
 
 // Maps prompt phrases onto the model's classes (see text/phrase_matcher.hpp) and keeps their boxes.

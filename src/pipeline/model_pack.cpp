@@ -42,6 +42,12 @@ std::unique_ptr<Detector> make_detector(const nlohmann::json& manifest, const st
   options.tile_grid = det.value("tile_grid", 0);
   options.tile_overlap = det.value("tile_overlap", 1.25f);
   options.min_tile_side = det.value("min_tile_side", 0);
+  options.tile_inside = det.value("tile_inside", options.tile_inside);
+  options.tile_inside_area = det.value("tile_inside_area", options.tile_inside_area);
+  for (float share : {options.tile_inside, options.tile_inside_area}) {
+    if (!(share >= 0.f && share <= 1.f))
+      throw Error(ErrorCode::ModelError, "pack.json in " + dir + ": tile_inside and tile_inside_area are shares (0 to 1)");
+  }
   std::vector<std::string> classes = coco80_names();
   if (det.contains("classes") && det["classes"].is_array()) classes = det["classes"].get<std::vector<std::string>>();
   // The closed-set detectors are small: each call runs on one thread and the crops run side by side.

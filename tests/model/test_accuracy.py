@@ -23,7 +23,8 @@ def test_dev_set_accuracy(tmp_path):
     print(out.stdout)
     s = json.loads(summary.read_text())
     assert s["rows"] == 199 and s["positive_rows"] == 171 and s["negative_rows"] == 28
-    assert s["miou_positive"] >= 0.48, s
+    # Objects (docs/accuracy.md: 0.535 and 100 % when measured).
+    assert s["miou_positive"] >= 0.51, s
     assert s["negatives_empty"] >= 0.95, s
     objects, stuff, stuff_neg = s["manifests"]
     assert objects["rows"] == s["rows"] and objects["miou_positive"] == s["miou_positive"]
