@@ -155,8 +155,10 @@ std::optional<JobRow> SqliteJobStore::claim(const std::string& owner, double now
   std::lock_guard lock(mutex_);
   if (!db_) return std::nullopt;
   Stmt st(db_, "UPDATE jobs SET status = 'PROCESSING', attempts = attempts + 1, owner = ?1, started_at = ?2, "
-               "heartbeat_at = ?2 WHERE id = (SELECT id FROM jobs WHERE status = 'QUEUED' ORDER BY created_at, rowid "
-               "LIMIT 1) AND status = 'QUEUED' "
+               "heartbeat_at = ?2 WHERE id = (SELECT id FROM jobs q WHERE status = 'QUEUED' ORDER BY "
+               // Round robin between keys: the key whose last job started longest ago goes first, then the oldest job.
+               "(SELECT COALESCE(MAX(p.started_at), 0) FROM jobs p WHERE p.key_id IS q.key_id AND p.status <> 'QUEUED'), "
+               "created_at, rowid LIMIT 1) AND status = 'QUEUED' "
                "RETURNING id, key_id, request, image, webhook_url, attempts, created_at");
   st.bind(1, owner).bind(2, now);
   if (st.step() != SQLITE_ROW) return std::nullopt;

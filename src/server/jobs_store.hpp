@@ -1,6 +1,6 @@
 // The asynchronous jobs' table (jobs.hpp) behind one interface, JobStore; its SQLite backend keeps queued, running
 // and finished jobs in one file, so that they survive a restart and processes on one machine that share the file
-// share the queue. The database is the queue: a worker takes the oldest QUEUED row with one UPDATE (atomic across
+// share the queue. The database is the queue: a worker takes a QUEUED row with one UPDATE (atomic across
 // processes), and each PROCESSING row names its owner (host, pid, a random token) and carries a heartbeat, so that
 // a job whose process died is found.
 #pragma once
@@ -75,7 +75,9 @@ class JobStore {
   // Adds a QUEUED job unless a limit is reached (checked and inserted in one transaction, exact across processes).
   // Limits per key apply to jobs with a key_id.
   virtual InsertResult insert(const JobRow& row, const QueueLimits& limits) = 0;
-  // The oldest QUEUED job becomes PROCESSING, owned by `owner`, attempts + 1; with its request and image.
+  // A QUEUED job becomes PROCESSING, owned by `owner`, attempts + 1; with its request and image. Round robin between
+  // keys: the key whose last job started longest ago (or never) goes first, then its oldest job, so that one key's
+  // backlog (or its jobs whose image URLs stall) cannot hold every other key's jobs behind it.
   virtual std::optional<JobRow> claim(const std::string& owner, double now) = 0;
   // A job taken but not run (the server stops): QUEUED again, as if never taken.
   virtual void release(const std::string& id, const std::string& owner) = 0;

@@ -128,7 +128,10 @@ class PgJobStore final : public JobStore {
     with(false, [&](PGconn* c) {
       PgResult r = run(c, "UPDATE maskmaker_jobs SET status = 'PROCESSING', attempts = attempts + 1, owner = $1, "
                           "started_at = $2::float8, heartbeat_at = $2::float8 WHERE id = ("
-                          "SELECT id FROM maskmaker_jobs WHERE status = 'QUEUED' ORDER BY created_at, seq "
+                          "SELECT id FROM maskmaker_jobs q WHERE status = 'QUEUED' ORDER BY "
+                          // Round robin between keys, as in SQLite (jobs_store.cpp).
+                          "(SELECT COALESCE(MAX(p.started_at), 0) FROM maskmaker_jobs p WHERE p.key_id IS NOT DISTINCT "
+                          "FROM q.key_id AND p.status <> 'QUEUED'), created_at, seq "
                           "FOR UPDATE SKIP LOCKED LIMIT 1) AND status = 'QUEUED' "
                           "RETURNING id, key_id, request, image, webhook_url, attempts, created_at",
                        {owner, num(now)});

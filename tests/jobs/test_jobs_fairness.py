@@ -58,6 +58,24 @@ def test_caps_per_key_answer_429_and_charge_nothing(start_server, tmp_path, upst
     assert s.wait_status(last.json()["request_id"], greedy)["status"] == "COMPLETED"
 
 
+def test_keys_take_turns_in_the_queue(start_server, tmp_path, upstream):
+    """One worker, one key's backlog of jobs whose image URLs stall, then another key's job: the other key's job runs
+    next (round robin between keys), not after the whole backlog."""
+    db = tmp_path / "keys.db"
+    flood, other = h.add_key(db, "flood"), h.add_key(db, "other")
+    s = start_server("--keys-db", str(db), "--jobs-db", str(tmp_path / "jobs.db"), "--allow-private-urls",
+                     "--max-concurrent", "1", name="turns")
+    slow = [s.submit({"prompt": "dog", "image": upstream.url(f"/slow?s=3&n={i}")}, flood).json()["request_id"]
+            for i in range(3)]
+    _wait(lambda: s.status(slow[0], flood).json()["status"] == "PROCESSING", "the first slow job running", s)
+    mine = s.submit({"prompt": "dog", "image": h.b64(h.png(820))}, other).json()["request_id"]
+    assert s.wait_status(mine, other)["status"] == "COMPLETED"
+    # The backlog's last job has not started: the other key's job went before it.
+    assert s.status(slow[2], flood).json()["status"] == "QUEUED"
+    for rid in slow:
+        assert s.wait_status(rid, flood)["status"] == "COMPLETED"
+
+
 def test_a_tarpit_webhook_does_not_delay_other_destinations(start_server, tmp_path, receiver, receiver2):
     s = start_server("--jobs-db", str(tmp_path / "jobs.db"), "--allow-private-urls",
                      "--jobs-webhook-timeout-ms", "300000", name="tarpit")
