@@ -57,17 +57,17 @@ class Guard:
     def sample(self):
         self.peak = max(self.peak, self.srv.rss_kib())
 
-    def check(self, ok=True, expected=200, got=200):
+    def check(self, ok=True, expected=200, got=200, bound_kib=RSS_GROWTH_KIB):
         self.sample()
         growth = self.peak - self.before
         worst = common.FIGURES.setdefault("frontend_rss_growth", {"max_kib": 0, "case": None})
         if growth >= worst["max_kib"]:
             worst.update(max_kib=growth, case=self.name)
         alive = self.srv.alive()
-        passed = ok and alive and growth < RSS_GROWTH_KIB
+        passed = ok and alive and growth < bound_kib
         record(FAMILY, self.name, expected, got, passed)
         assert alive, "the server died"
-        assert growth < RSS_GROWTH_KIB, f"RSS grew by {growth} KiB (bound {RSS_GROWTH_KIB})"
+        assert growth < bound_kib, f"RSS grew by {growth} KiB (bound {bound_kib})"
         assert ok
 
 
@@ -566,7 +566,9 @@ def test_many_small_json_values_in_a_kept_field_are_refused(front):
 
 def test_a_32_mib_unknown_field_is_skipped_unbuilt(tmp_path):
     """An unknown field is ignored (SPEC), and skipped as it is read: 32 MiB of `{},` (about 32 KB gzipped) would be
-    a tree of over a GB; skipped, the request is answered 200 and memory stays flat."""
+    a tree of over a GB (1.27 GB measured before the fix); skipped, the request is answered 200 and memory grows by
+    the body itself only (the inflated 32 MiB and its growth steps; more under ASan, whose quarantine keeps what was
+    freed: 135 MiB measured), well under the tree."""
     import gzip
     srv = Server("json-skip", "--threads", "2", "--max-body-bytes", str(33 << 20))
     try:
@@ -576,7 +578,7 @@ def test_a_32_mib_unknown_field_is_skipped_unbuilt(tmp_path):
         body = json.dumps(GOOD)[:-1] + ', "junk": [' + ",".join(["{}"] * (10 << 20)) + "]}"
         r = requests.post(srv.url + NATIVE, data=gzip.compress(body.encode()), timeout=120,
                           headers={"Content-Type": "application/json", "Content-Encoding": "gzip"})
-        g.check(r.status_code == 200, 200, r.status_code)
+        g.check(r.status_code == 200, 200, r.status_code, bound_kib=320 * 1024)
         assert r.status_code == 200, r.text
     finally:
         srv.terminate()
