@@ -1,6 +1,5 @@
 // Admission of asynchronous jobs (jobs_impl.hpp): what POST /v2/inpaint-mask-maker checks and stores.
 #include <algorithm>
-#include <cctype>
 
 #include <prometheus/counter.h>
 #include <prometheus/gauge.h>

@@ -20,8 +20,9 @@ class FetchSlots {
   // Takes a slot, or throws: 429 when this key has its share in flight, 503 when all are in use.
   void enter(std::optional<int64_t> key_id) {
     std::lock_guard lock(mutex_);
-    if (key_id && per_key_[*key_id] >= per_key_limit())
-      throw Error(ErrorCode::RateLimited, "this API key has " + std::to_string(per_key_limit()) +
+    auto held = key_id ? per_key_.find(*key_id) : per_key_.end();
+    if (held != per_key_.end() && held->second >= per_key_limit_)  // no entry for a key until it holds a slot
+      throw Error(ErrorCode::RateLimited, "this API key has " + std::to_string(per_key_limit_) +
                                               " image URLs being fetched already: retry when one is done")
           .with_retry_after(1);
     if (active_ >= total_)
@@ -37,7 +38,6 @@ class FetchSlots {
   int active() const { std::lock_guard lock(mutex_); return active_; }
 
  private:
-  int per_key_limit() const { return per_key_limit_; }
   const int total_;
   const int per_key_limit_;
   mutable std::mutex mutex_;

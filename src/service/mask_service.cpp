@@ -150,9 +150,9 @@ MaskAnswer MaskService::run(MaskRequest request, const std::optional<KeyRecord>&
   if (key && key->credits && keys_ && charge == Charge::OnSuccess) hold.emplace(credit_holds_, key->id, *key->credits);
   double fetch_ms = 0;
   // An upload is moved, not copied (up to --max-body-bytes per request).
-  if (!request.upload.empty()) check_image_size(request.upload.size(), config_.fetch);
   std::vector<uint8_t> bytes;
   if (!request.upload.empty()) {
+    check_image_size(request.upload.size(), config_.fetch);
     bytes = std::move(request.upload);
   } else if (policy.background) {  // job workers: a fixed few, already bounded
     bytes = resolve_image(request, &fetch_ms);
